@@ -1,0 +1,71 @@
+"""One Settings object: every CLI flag is also an environment variable with the W2V_ prefix."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "W2V_"
+
+
+def _split_csv(value: object) -> object:
+    """Env vars carry lists as comma-separated text (W2V_MODEL=a=/m/a,b=/m/b)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Server and engine settings; validated once at start-up (fail fast)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    # Models: [NAME=]PATH_OR_HUB_ID; empty means the embedded demo model.
+    model: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    attention: Literal["auto", "eager", "sdpa", "flash"] = "auto"
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Dynamic batching
+    max_batch_size: int = Field(16, ge=1)
+    max_batch_samples: int = Field(16_000 * 240, ge=16_000)  # padded samples per forward pass
+    max_wait_ms: float = Field(5.0, ge=0)
+    max_queue: int = Field(256, ge=1)
+    request_timeout: float = Field(120.0, gt=0)
+
+    # Request limits, enforced while reading
+    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    max_audio_seconds: float = Field(3600.0, gt=0)
+
+    # Long audio: windows of chunk_seconds with stride_seconds of context on each side
+    chunk_seconds: float = Field(30.0, gt=0)
+    stride_seconds: float = Field(5.0, ge=0)
+
+    # Streaming
+    max_streams: int = Field(64, ge=1)
+    stream_idle_timeout: float = Field(30.0, gt=0)
+    stream_max_frame_bytes: int = Field(1024 * 1024, ge=1024)
+    stream_chunk_seconds: float = Field(1.0, gt=0)
+    stream_left_context_seconds: float = Field(4.0, ge=0)
+    stream_lookahead_seconds: float = Field(0.5, ge=0)
+    stream_max_segment_seconds: float = Field(20.0, gt=0)
+
+    # Security and lifecycle
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    drain_timeout: float = Field(30.0, ge=0)
+    verify_threshold: float = Field(0.7, ge=-1, le=1)
+
+    _split = field_validator("model", "api_keys", "cors_origins", mode="before")(_split_csv)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.stride_seconds * 2 >= self.chunk_seconds:
+            raise ValueError("stride_seconds must be less than half of chunk_seconds")
+        return self
