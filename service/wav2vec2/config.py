@@ -1,0 +1,190 @@
+"""Wav2Vec2Config: the fields of a Hugging Face config.json that change inference."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.errors import ModelError
+
+# Heads we serve, by the class name in config.json's `architectures`, and their task.
+TASKS = {
+    "Wav2Vec2ForCTC": "transcribe",
+    "Wav2Vec2ForSequenceClassification": "classify",
+    "Wav2Vec2ForXVector": "embed",
+    "Wav2Vec2ForAudioFrameClassification": "frames",
+    "Wav2Vec2Model": "embed",
+}
+ACTIVATIONS = {
+    "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "quick_gelu", "relu", "relu6",
+    "silu", "swish", "mish", "tanh", "sigmoid", "linear", "leaky_relu", "elu",
+}
+
+
+@dataclass
+class Wav2Vec2Config:
+    """Defaults are those of transformers' Wav2Vec2Config; names are its JSON keys."""
+
+    vocab_size: int | None = 32
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-5
+    feat_extract_norm: str = "group"
+    feat_extract_activation: str = "gelu"
+    conv_dim: tuple[int, ...] = (512, 512, 512, 512, 512, 512, 512)
+    conv_stride: tuple[int, ...] = (5, 2, 2, 2, 2, 2, 2)
+    conv_kernel: tuple[int, ...] = (10, 3, 3, 3, 3, 2, 2)
+    conv_bias: bool = False
+    num_conv_pos_embeddings: int = 128
+    num_conv_pos_embedding_groups: int = 16
+    do_stable_layer_norm: bool = False
+    # Only decide whether the checkpoint carries `masked_spec_embed` (unused at inference).
+    mask_time_prob: float = 0.05
+    mask_feature_prob: float = 0.0
+    use_weighted_layer_sum: bool = False
+    classifier_proj_size: int = 256
+    tdnn_dim: tuple[int, ...] = (512, 512, 512, 512, 1500)
+    tdnn_kernel: tuple[int, ...] = (5, 3, 3, 1, 1)
+    tdnn_dilation: tuple[int, ...] = (1, 2, 3, 1, 1)
+    xvector_output_dim: int = 512
+    add_adapter: bool = False
+    adapter_kernel_size: int = 3
+    adapter_stride: int = 2
+    num_adapter_layers: int = 3
+    output_hidden_size: int | None = None
+    adapter_attn_dim: int | None = None
+    pad_token_id: int | None = 0
+    id2label: dict[int, str] = field(default_factory=lambda: {0: "LABEL_0", 1: "LABEL_1"})
+    architectures: tuple[str, ...] = ("Wav2Vec2Model",)
+    model_type: str = "wav2vec2"
+    # Everything else config.json held, written back unchanged by to_dict().
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.output_hidden_size is None:
+            self.output_hidden_size = self.hidden_size
+        self.validate()
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+    @property
+    def architecture(self) -> str:
+        return self.architectures[0] if self.architectures else "Wav2Vec2Model"
+
+    @property
+    def task(self) -> str:
+        return TASKS[self.architecture]
+
+    @property
+    def head_hidden_size(self) -> int:
+        """Width of what the encoder hands the head (the adapter may project it)."""
+        return int(self.output_hidden_size if self.add_adapter else self.hidden_size)  # type: ignore[arg-type]
+
+    @property
+    def samples_per_frame(self) -> int:
+        """Input samples per output frame: the frame step, adapter included."""
+        step = 1
+        for s in self.conv_stride:
+            step *= s
+        if self.add_adapter:
+            step *= self.adapter_stride**self.num_adapter_layers
+        return step
+
+    def num_frames(self, num_samples: int) -> int:
+        """Output frames for a clip of num_samples (the feature encoder's length arithmetic)."""
+        n = num_samples
+        for k, s in zip(self.conv_kernel, self.conv_stride):
+            n = (n - k) // s + 1
+        if self.add_adapter:
+            for _ in range(self.num_adapter_layers):
+                n = (n - 1) // self.adapter_stride + 1
+        return n
+
+    def min_samples(self) -> int:
+        """Fewest input samples that give the head something to work on."""
+        frames_needed = 1
+        if self.architecture == "Wav2Vec2ForXVector":
+            # TDNN shrinks the sequence; the std pooling needs at least two frames left.
+            frames_needed = 2 + sum(d * (k - 1) for k, d in zip(self.tdnn_kernel, self.tdnn_dilation))
+        n = 1
+        while self.num_frames(n) < frames_needed:
+            n += 1
+        return n
+
+    def validate(self) -> None:
+        def bad(name: str, why: str) -> ModelError:
+            return ModelError(f"unsupported config.json: {name}={getattr(self, name)!r}: {why}")
+
+        if self.model_type != "wav2vec2":
+            raise bad("model_type", "only 'wav2vec2' checkpoints are supported")
+        if self.architecture == "Wav2Vec2ForPreTraining":
+            raise bad("architectures", "a pre-training checkpoint has no serving head; fine-tune it "
+                      "or load it as Wav2Vec2Model for embeddings")
+        if self.architecture not in TASKS:
+            raise bad("architectures", f"supported heads are {sorted(TASKS)}")
+        if self.feat_extract_norm not in ("group", "layer"):
+            raise bad("feat_extract_norm", "must be 'group' or 'layer'")
+        for name in ("hidden_act", "feat_extract_activation"):
+            if getattr(self, name) not in ACTIVATIONS:
+                raise bad(name, f"supported activations are {sorted(ACTIVATIONS)}")
+        if not len(self.conv_dim) == len(self.conv_kernel) == len(self.conv_stride):
+            raise bad("conv_dim", "conv_dim, conv_kernel and conv_stride must have equal lengths")
+        if not len(self.tdnn_dim) == len(self.tdnn_kernel) == len(self.tdnn_dilation):
+            raise bad("tdnn_dim", "tdnn_dim, tdnn_kernel and tdnn_dilation must have equal lengths")
+        if self.hidden_size % self.num_attention_heads:
+            raise bad("num_attention_heads", "must divide hidden_size")
+        if self.hidden_size % self.num_conv_pos_embedding_groups:
+            raise bad("num_conv_pos_embedding_groups", "must divide hidden_size")
+        if self.architecture == "Wav2Vec2ForCTC" and not self.vocab_size:
+            raise bad("vocab_size", "a CTC head needs a vocabulary size")
+        if self.add_adapter and self.architecture in (
+            "Wav2Vec2ForSequenceClassification", "Wav2Vec2ForAudioFrameClassification"
+        ):
+            raise bad("add_adapter", f"{self.architecture} does not support adapters")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Wav2Vec2Config:
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in raw.items() if k in names}
+        for key in ("conv_dim", "conv_stride", "conv_kernel", "tdnn_dim", "tdnn_kernel",
+                    "tdnn_dilation", "architectures"):
+            if key in known and known[key] is not None:
+                known[key] = tuple(known[key])
+        if known.get("architectures") is None:
+            known.pop("architectures", None)
+        if "id2label" in known:
+            known["id2label"] = {int(k): str(v) for k, v in (known["id2label"] or {}).items()}
+        elif "num_labels" in raw:
+            known["id2label"] = {i: f"LABEL_{i}" for i in range(int(raw["num_labels"]))}
+        extra = {k: v for k, v in raw.items() if k not in names}
+        try:
+            return cls(**known, extra=extra)
+        except TypeError as exc:  # a field of the wrong type
+            raise ModelError(f"unsupported config.json: {exc}") from exc
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Wav2Vec2Config:
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot read {path}: {exc}") from exc
+        return cls.from_dict(raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.extra)
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        out["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        out["label2id"] = {v: k for k, v in self.id2label.items()}
+        return out

@@ -1,0 +1,139 @@
+"""The task heads on top of Wav2Vec2Model, named like transformers' classes and keys.
+
+Every head takes a list of normalised clips and returns one result per clip; pooling is
+over each clip's own frames, so no head sees another clip's padding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from service.wav2vec2.config import Wav2Vec2Config
+from service.wav2vec2.model import Packed, Wav2Vec2Model
+
+
+class Head(nn.Module):
+    """Backbone under the `wav2vec2.` prefix, plus the optional learned layer mix."""
+
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        self.config = config
+        self.wav2vec2 = Wav2Vec2Model(config)
+        self.weighted = config.use_weighted_layer_sum and type(self) is not Wav2Vec2ForCTC
+        if self.weighted:
+            num_layers = config.num_hidden_layers + 1  # transformer layers + their input
+            self.layer_weights = nn.Parameter(torch.ones(num_layers) / num_layers)
+
+    def hidden(self, waveforms: list[Tensor]) -> Packed:
+        """Last hidden state, or the softmax-weighted sum of all layers, Packed (N, D)."""
+        out, states = self.wav2vec2(waveforms, keep_hidden_states=self.weighted)
+        if not self.weighted:
+            return out
+        weights = self.layer_weights.softmax(dim=-1)
+        mixed = (torch.stack(states) * weights[:, None, None]).sum(dim=0)
+        return out.with_data(mixed)
+
+
+class Wav2Vec2ForCTC(Head):
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__(config)
+        assert config.vocab_size is not None
+        self.lm_head = nn.Linear(config.head_hidden_size, config.vocab_size)
+
+    def forward(self, waveforms: list[Tensor]) -> Packed:
+        """-> logits, Packed (N, vocab)."""
+        h = self.hidden(waveforms)
+        return h.with_data(self.lm_head(h.data))
+
+
+class Wav2Vec2ForSequenceClassification(Head):
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__(config)
+        self.projector = nn.Linear(config.hidden_size, config.classifier_proj_size)
+        self.classifier = nn.Linear(config.classifier_proj_size, config.num_labels)
+
+    def forward(self, waveforms: list[Tensor]) -> Tensor:
+        """-> logits (B, num_labels), from the mean of each clip's projected frames."""
+        h = self.hidden(waveforms)
+        pooled = torch.stack([x.mean(dim=0) for x in Packed(self.projector(h.data), h.lengths).split()])
+        return self.classifier(pooled)
+
+
+class Wav2Vec2ForAudioFrameClassification(Head):
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, waveforms: list[Tensor]) -> Packed:
+        """-> logits, Packed (N, num_labels)."""
+        h = self.hidden(waveforms)
+        return h.with_data(self.classifier(h.data))
+
+
+class TDNNLayer(nn.Module):
+    """A dilated conv stored as a Linear over (kernel * in) inputs, as in the checkpoints."""
+
+    def __init__(self, config: Wav2Vec2Config, i: int) -> None:
+        super().__init__()
+        self.in_dim = config.tdnn_dim[i - 1] if i > 0 else config.tdnn_dim[0]
+        self.out_dim = config.tdnn_dim[i]
+        self.kernel_size = config.tdnn_kernel[i]
+        self.dilation = config.tdnn_dilation[i]
+        self.kernel = nn.Linear(self.in_dim * self.kernel_size, self.out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (1, T, C_in) -> (1, T - dilation * (kernel - 1), C_out)."""
+        w = self.kernel.weight.view(self.out_dim, self.kernel_size, self.in_dim).transpose(1, 2)
+        y = F.conv1d(x.transpose(1, 2), w, self.kernel.bias, dilation=self.dilation)
+        return F.relu(y.transpose(1, 2))
+
+
+class AMSoftmaxLoss(nn.Module):
+    """Only holds the training objective's weight so checkpoints load strictly."""
+
+    def __init__(self, input_dim: int, num_labels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(input_dim, num_labels))
+
+
+class Wav2Vec2ForXVector(Head):
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__(config)
+        self.projector = nn.Linear(config.hidden_size, config.tdnn_dim[0])
+        self.tdnn = nn.ModuleList(TDNNLayer(config, i) for i in range(len(config.tdnn_dim)))
+        self.feature_extractor = nn.Linear(config.tdnn_dim[-1] * 2, config.xvector_output_dim)
+        self.classifier = nn.Linear(config.xvector_output_dim, config.xvector_output_dim)
+        self.objective = AMSoftmaxLoss(config.xvector_output_dim, config.num_labels)
+
+    def forward(self, waveforms: list[Tensor]) -> Tensor:
+        """-> speaker embeddings (B, xvector_output_dim), statistics-pooled per clip."""
+        h = self.hidden(waveforms)
+        stats = []
+        for x in Packed(self.projector(h.data), h.lengths).split():
+            x = x[None]  # (1, T, C): each clip's TDNN stack sees only its own frames
+            for layer in self.tdnn:
+                x = layer(x)
+            stats.append(torch.cat([x[0].mean(dim=0), x[0].std(dim=0)]))
+        return self.feature_extractor(torch.stack(stats))
+
+
+class Wav2Vec2ForEmbedding(Head):
+    """A bare Wav2Vec2Model served for embeddings: the mean of each clip's last hidden state."""
+
+    def forward(self, waveforms: list[Tensor]) -> Tensor:
+        return torch.stack([x.mean(dim=0) for x in self.hidden(waveforms).split()])
+
+
+HEADS: dict[str, type[Head]] = {
+    "Wav2Vec2ForCTC": Wav2Vec2ForCTC,
+    "Wav2Vec2ForSequenceClassification": Wav2Vec2ForSequenceClassification,
+    "Wav2Vec2ForAudioFrameClassification": Wav2Vec2ForAudioFrameClassification,
+    "Wav2Vec2ForXVector": Wav2Vec2ForXVector,
+    "Wav2Vec2Model": Wav2Vec2ForEmbedding,
+}
+
+
+def build(config: Wav2Vec2Config) -> Head:
+    return HEADS[config.architecture](config)

@@ -1,0 +1,201 @@
+"""Checkpoint directory (or hub id) -> a ready, eval-mode model with its pre/post-processing."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor
+
+from service.errors import ModelError
+from service.wav2vec2.config import TASKS, Wav2Vec2Config
+from service.wav2vec2.features import FeatureExtractor
+from service.wav2vec2.heads import Head, build
+from service.wav2vec2.tokenizer import CTCTokenizer
+
+log = logging.getLogger(__name__)
+
+# Old checkpoint key spellings -> ours (ours are transformers' current names).
+RENAMES = [
+    (re.compile(r"\.weight_g$"), ".parametrizations.weight.original0"),
+    (re.compile(r"\.weight_v$"), ".parametrizations.weight.original1"),
+]
+# Pre-training parts that an encoder served for embeddings does not use.
+PRETRAINING_ONLY = ("quantizer.", "project_hid.", "project_q.")
+HUB_FILES = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.md"]
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    source: str
+    config: Wav2Vec2Config
+    model: Head
+    features: FeatureExtractor
+    tokenizer: CTCTokenizer | None
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def task(self) -> str:
+        return self.config.task
+
+    @property
+    def sampling_rate(self) -> int:
+        return self.features.sampling_rate
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.config.samples_per_frame / self.features.sampling_rate
+
+    @property
+    def min_samples(self) -> int:
+        return self.config.min_samples()
+
+
+def resolve(source: str) -> Path:
+    """A local directory as is; anything else is a hub id fetched through huggingface_hub."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or source.startswith((".", "/", "~")):
+        raise ModelError(f"model path {source!r} is not a checkpoint directory")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(source, allow_patterns=HUB_FILES))
+    except Exception as exc:  # offline, unknown repo, gated repo: one clear message
+        raise ModelError(
+            f"cannot fetch {source!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
+            "Offline? Download it where there is network (`hf download "
+            f"{source} --local-dir DIR`), copy DIR here and pass --model DIR."
+        ) from exc
+
+
+def read_weights(path: Path) -> dict[str, Tensor]:
+    """model.safetensors, sharded safetensors, or pytorch_model.bin (weights_only)."""
+    single = [path / "model.safetensors", path / "pytorch_model.bin"]
+    indexes = [path / "model.safetensors.index.json", path / "pytorch_model.bin.index.json"]
+    for f in single:
+        if f.exists():
+            return _read_file(f)
+    for index in indexes:
+        if index.exists():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            weights: dict[str, Tensor] = {}
+            for shard in shards:
+                weights.update(_read_file(path / shard))
+            return weights
+    raise ModelError(f"{path} holds no weights (model.safetensors or pytorch_model.bin)")
+
+
+def _read_file(f: Path) -> dict[str, Tensor]:
+    try:
+        if f.suffix == ".safetensors":
+            return load_file(str(f))
+        # weights_only: a .bin is a pickle; never let it construct arbitrary objects.
+        return torch.load(str(f), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(f"cannot read weights {f}: {exc}") from exc
+
+
+def rename(weights: dict[str, Tensor], config: Wav2Vec2Config, pretraining: bool) -> dict[str, Tensor]:
+    out = {}
+    for key, value in weights.items():
+        if pretraining and key.startswith(PRETRAINING_ONLY):
+            continue
+        for pattern, repl in RENAMES:
+            key = pattern.sub(repl, key)
+        if config.architecture == "Wav2Vec2Model" and not key.startswith("wav2vec2."):
+            key = "wav2vec2." + key  # a bare backbone checkpoint has no prefix
+        out[key] = value
+    return out
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda was asked for, but torch sees no CUDA device")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype == "bfloat16" and device.type == "cpu" and not _cpu_has_amx():
+        log.warning("bfloat16 on a CPU without AMX is much slower than float32")
+    return DTYPES[dtype]
+
+
+def _cpu_has_amx() -> bool:
+    return "AMX" in torch.backends.cpu.get_cpu_capability()
+
+
+def load_model(source: str, *, name: str | None = None, task: str = "auto", device: str = "auto",
+               dtype: str = "auto", attention: str = "auto") -> LoadedModel:
+    path = resolve(source)
+    raw = _read_config(path)
+    architecture = (raw.get("architectures") or ["Wav2Vec2Model"])[0]
+    pretraining = architecture == "Wav2Vec2ForPreTraining"
+    if pretraining:
+        if task != "embed":
+            raise ModelError(f"{source} is a Wav2Vec2ForPreTraining checkpoint: pre-training is not "
+                             "a serving task. Serve its encoder with --task embed, or fine-tune it.")
+        raw = {**raw, "architectures": ["Wav2Vec2Model"]}
+    config = Wav2Vec2Config.from_dict(raw)
+    if task not in ("auto", config.task):
+        raise ModelError(f"{source} is a {config.architecture} ({config.task}); it cannot {task}")
+    model = build(config)
+    weights = rename(read_weights(path), config, pretraining)
+    missing, unexpected = _compare(model.state_dict().keys(), weights.keys())
+    if missing or unexpected:
+        raise ModelError(f"{path}: weights do not match {config.architecture}: "
+                         f"missing {missing[:8]}, unexpected {unexpected[:8]}")
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:  # shape mismatch: config and weights disagree
+        raise ModelError(f"{path}: {exc}") from exc
+    # Fold the positional conv's weight norm into a plain weight once, not every forward.
+    torch.nn.utils.parametrize.remove_parametrizations(
+        model.wav2vec2.encoder.pos_conv_embed.conv, "weight", leave_parametrized=True)
+    dev = pick_device(device)
+    dt = pick_dtype(dtype, dev)
+    model = model.to(device=dev, dtype=dt).eval().requires_grad_(False)
+    model.wav2vec2.set_attention(attention)
+    tokenizer = CTCTokenizer.from_dir(path) if config.task == "transcribe" else None
+    return LoadedModel(
+        name=name or _default_name(source), source=source, config=config, model=model,
+        features=FeatureExtractor.from_dir(path), tokenizer=tokenizer, device=dev, dtype=dt,
+    )
+
+
+def _read_config(path: Path) -> dict:
+    f = path / "config.json"
+    if not f.exists():
+        raise ModelError(f"{path} has no config.json")
+    try:
+        raw = json.loads(f.read_text())
+    except ValueError as exc:
+        raise ModelError(f"cannot parse {f}: {exc}") from exc
+    architecture = (raw.get("architectures") or ["Wav2Vec2Model"])[0]
+    if architecture not in TASKS and architecture != "Wav2Vec2ForPreTraining":
+        raise ModelError(f"{f}: architectures={raw.get('architectures')}: supported heads are "
+                         f"{sorted(TASKS)}")
+    return raw
+
+
+def _compare(expected, given) -> tuple[list[str], list[str]]:
+    expected, given = set(expected), set(given)
+    return sorted(expected - given), sorted(given - expected)
+
+
+def _default_name(source: str) -> str:
+    return Path(source.rstrip("/")).name or source

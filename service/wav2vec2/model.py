@@ -1,0 +1,294 @@
+"""Wav2Vec2Model over packed clips: module names follow the Hugging Face checkpoint keys.
+
+Batch invariance by construction: a batch is a list of clips, never a padded tensor with
+a mask. The convolutional front end runs on each clip's own samples (so group norm only sees
+that clip), the transformer runs on the frames of all clips packed into one (N, D) tensor
+(per-frame layers see no padding at all; attention is per clip, see attention.py), and the
+few sequence convolutions (positional conv, adapter) pad with zeros, which is exactly what
+the clip alone would see at its edges. Padding-free is also the fast choice: no FLOPs are
+spent on padding, which is most of a mixed-length batch's cost in transformers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from service.wav2vec2.activations import activation
+from service.wav2vec2.attention import AttentionFn, select
+from service.wav2vec2.config import Wav2Vec2Config
+
+
+@dataclass
+class Packed:
+    """Frames of several clips concatenated along time: data (N, ...) and frames per clip."""
+
+    data: Tensor
+    lengths: list[int]
+
+    def split(self) -> list[Tensor]:
+        return list(self.data.split(self.lengths))
+
+    def cu_seqlens(self) -> Tensor:
+        cu = [0]
+        for n in self.lengths:
+            cu.append(cu[-1] + n)
+        return torch.tensor(cu, dtype=torch.int32, device=self.data.device)
+
+    def with_data(self, data: Tensor) -> Packed:
+        return Packed(data, self.lengths)
+
+    def padded(self) -> Tensor:
+        """(B, T_max, ...) with zeros after each clip's end."""
+        return nn.utils.rnn.pad_sequence(self.split(), batch_first=True)
+
+    @staticmethod
+    def from_padded(padded: Tensor, lengths: list[int]) -> Packed:
+        """Inverse of padded(): keeps the first lengths[i] frames of row i."""
+        return Packed(torch.cat([padded[i, :n] for i, n in enumerate(lengths)]), lengths)
+
+
+class ConvLayer(nn.Module):
+    """One front-end conv, with the checkpoint's norm: "layer", "group" (first only) or none."""
+
+    def __init__(self, config: Wav2Vec2Config, i: int) -> None:
+        super().__init__()
+        in_dim = config.conv_dim[i - 1] if i > 0 else 1
+        out_dim = config.conv_dim[i]
+        self.conv = nn.Conv1d(in_dim, out_dim, config.conv_kernel[i], config.conv_stride[i],
+                              bias=config.conv_bias)
+        self.norm = config.feat_extract_norm if (config.feat_extract_norm == "layer" or i == 0) else ""
+        if self.norm == "layer":
+            self.layer_norm: nn.Module = nn.LayerNorm(out_dim, elementwise_affine=True)
+        elif self.norm == "group":
+            # num_groups == channels: each channel normalised over time, i.e. over this clip.
+            self.layer_norm = nn.GroupNorm(out_dim, out_dim, affine=True)
+        self.activation = activation(config.feat_extract_activation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv(x)  # (B, C, T); B clips of one length
+        if self.norm == "layer":
+            x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
+        elif self.norm == "group":
+            x = self.layer_norm(x)
+        return self.activation(x)
+
+
+class FeatureEncoder(nn.Module):
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        self.conv_layers = nn.ModuleList(ConvLayer(config, i) for i in range(len(config.conv_dim)))
+
+    def forward(self, waveforms: list[Tensor]) -> Packed:
+        """waveforms: B tensors (T_i,) -> Packed (sum of frames, C)."""
+        # Clips of equal length (streaming chunks, warm-up) share one conv call.
+        by_length: dict[int, list[int]] = {}
+        for i, w in enumerate(waveforms):
+            by_length.setdefault(w.shape[-1], []).append(i)
+        outputs: list[Tensor] = [torch.empty(0)] * len(waveforms)
+        for indices in by_length.values():
+            x = torch.stack([waveforms[i] for i in indices])[:, None]  # (b, 1, T)
+            for layer in self.conv_layers:
+                x = layer(x)
+            for j, i in enumerate(indices):
+                outputs[i] = x[j].transpose(0, 1)  # (T_i, C)
+        return Packed(torch.cat(outputs), [o.shape[0] for o in outputs])
+
+
+class FeatureProjection(nn.Module):
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(config.conv_dim[-1], eps=config.layer_norm_eps)
+        self.projection = nn.Linear(config.conv_dim[-1], config.hidden_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.projection(self.layer_norm(x))
+
+
+class PositionalConvEmbedding(nn.Module):
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        k = config.num_conv_pos_embeddings
+        conv = nn.Conv1d(config.hidden_size, config.hidden_size, k, padding=k // 2,
+                         groups=config.num_conv_pos_embedding_groups)
+        # Same parametrization as the checkpoints (keys ...conv.parametrizations.weight.*);
+        # loading.py folds it into a plain weight for inference.
+        self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
+        self.trim = 1 if k % 2 == 0 else 0  # an even kernel yields one frame too many
+        self.activation = activation(config.feat_extract_activation)
+
+    def forward(self, x: Packed) -> Tensor:
+        padded = x.padded().transpose(1, 2)  # (B, D, T), zeros after each clip as when alone
+        y = self.conv(padded)
+        if self.trim:
+            y = y[:, :, : -self.trim]
+        return Packed.from_padded(self.activation(y).transpose(1, 2), x.lengths).data
+
+
+class Attention(nn.Module):
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        d = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.q_proj, self.k_proj = nn.Linear(d, d), nn.Linear(d, d)
+        self.v_proj, self.out_proj = nn.Linear(d, d), nn.Linear(d, d)
+        self.kernel: AttentionFn | None = None  # set by Wav2Vec2Model.set_attention
+
+    def forward(self, x: Tensor, cu: Tensor, max_len: int) -> Tensor:
+        n, d = x.shape
+        q, k, v = (p(x).view(n, self.num_heads, -1) for p in (self.q_proj, self.k_proj, self.v_proj))
+        assert self.kernel is not None
+        out = self.kernel(q, k, v, cu, max_len)  # (N, H, d_head)
+        return self.out_proj(out.reshape(n, d))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        self.intermediate_dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate_act_fn = activation(config.hidden_act)
+        self.output_dense = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.output_dense(self.intermediate_act_fn(self.intermediate_dense(x)))
+
+
+class AttnAdapterLayer(nn.Module):
+    """MMS per-language bottleneck adapter inside each pre-LN layer (adapter_attn_dim)."""
+
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        assert config.adapter_attn_dim is not None
+        self.norm = nn.LayerNorm(config.hidden_size)
+        self.linear_1 = nn.Linear(config.hidden_size, config.adapter_attn_dim)
+        self.linear_2 = nn.Linear(config.adapter_attn_dim, config.hidden_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear_2(F.relu(self.linear_1(self.norm(x))))
+
+
+class EncoderLayer(nn.Module):
+    """Post-LN (wav2vec2-base) or pre-LN ("stable layer norm", large and MMS) layer."""
+
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        self.pre_ln = config.do_stable_layer_norm
+        self.attention = Attention(config)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.feed_forward = FeedForward(config)
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        use_adapter = self.pre_ln and config.adapter_attn_dim is not None
+        self.adapter_layer = AttnAdapterLayer(config) if use_adapter else None
+
+    def forward(self, x: Tensor, cu: Tensor, max_len: int) -> Tensor:
+        if self.pre_ln:
+            x = x + self.attention(self.layer_norm(x), cu, max_len)
+            x = x + self.feed_forward(self.final_layer_norm(x))
+            if self.adapter_layer is not None:
+                x = x + self.adapter_layer(x)
+            return x
+        x = self.layer_norm(x + self.attention(x, cu, max_len))
+        return self.final_layer_norm(x + self.feed_forward(x))
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        self.pre_ln = config.do_stable_layer_norm
+        self.pos_conv_embed = PositionalConvEmbedding(config)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(self, x: Packed, keep_hidden_states: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """x: Packed (N, D) -> last hidden state (N, D) and, if asked, every layer's input
+        plus the last layer's output (transformers 5's `hidden_states`: before the final
+        layer norm of pre-LN encoders)."""
+        h = x.data + self.pos_conv_embed(x)
+        if not self.pre_ln:
+            h = self.layer_norm(h)
+        cu, max_len = x.cu_seqlens(), max(x.lengths)
+        states = [h] if keep_hidden_states else []
+        for layer in self.layers:
+            h = layer(h, cu, max_len)
+            if keep_hidden_states:
+                states.append(h)
+        if self.pre_ln:
+            h = self.layer_norm(h)
+        return h, states
+
+
+class AdapterLayer(nn.Module):
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        d = config.head_hidden_size
+        self.stride = config.adapter_stride
+        self.conv = nn.Conv1d(d, 2 * d, config.adapter_kernel_size, stride=self.stride, padding=1)
+
+    def forward(self, x: Packed) -> Packed:
+        y = F.glu(self.conv(x.padded().transpose(1, 2)), dim=1).transpose(1, 2)  # (B, T', D)
+        return Packed.from_padded(y, [(n - 1) // self.stride + 1 for n in x.lengths])
+
+
+class Adapter(nn.Module):
+    """Strided conv stack after the encoder (add_adapter), e.g. for speech-to-text decoders."""
+
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        if config.head_hidden_size != config.hidden_size:
+            self.proj: nn.Module | None = nn.Linear(config.hidden_size, config.head_hidden_size)
+            self.proj_layer_norm: nn.Module | None = nn.LayerNorm(config.head_hidden_size)
+        else:
+            self.proj = self.proj_layer_norm = None
+        self.layers = nn.ModuleList(AdapterLayer(config) for _ in range(config.num_adapter_layers))
+
+    def forward(self, x: Packed) -> Packed:
+        if self.proj is not None and self.proj_layer_norm is not None:
+            x = x.with_data(self.proj_layer_norm(self.proj(x.data)))
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class Wav2Vec2Model(nn.Module):
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        self.config = config
+        self.feature_extractor = FeatureEncoder(config)
+        self.feature_projection = FeatureProjection(config)
+        if config.mask_time_prob > 0 or config.mask_feature_prob > 0:
+            # Training-only SpecAugment vector; kept so checkpoints load strictly.
+            self.masked_spec_embed = nn.Parameter(torch.zeros(config.hidden_size))
+        self.encoder = Encoder(config)
+        self.adapter = Adapter(config) if config.add_adapter else None
+        self.set_attention("auto")
+
+    def set_attention(self, kind: str) -> str:
+        """Chooses the attention kernel for the current device and dtype; returns its name."""
+        p = next(self.parameters())
+        name, fn = select(kind, p.device.type, p.dtype)
+        for layer in self.encoder.layers:
+            layer.attention.kernel = fn
+        self.attention_kind = name
+        return name
+
+    def forward(self, waveforms: list[Tensor], keep_hidden_states: bool = False
+                ) -> tuple[Packed, list[Tensor]]:
+        """waveforms: B normalised clips (T_i,) -> last hidden state, Packed (N, D')."""
+        feats = self.feature_extractor(waveforms)  # (N, C)
+        x = feats.with_data(self.feature_projection(feats.data))  # (N, D)
+        h, states = self.encoder(x, keep_hidden_states)
+        out = x.with_data(h)
+        if self.adapter is not None:
+            out = self.adapter(out)
+        return out, states
+
+
+def __getattr__(name: str):  # the heads live in heads.py; old imports keep working
+    if name in ("Wav2Vec2ForCTC",):
+        from service.wav2vec2 import heads
+
+        return getattr(heads, name)
+    raise AttributeError(name)
