@@ -1,0 +1,111 @@
+"""Tiny random Hugging Face checkpoints, written with save_pretrained (no download)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "E": 5, "T": 6, "A": 7, "O": 8,
+         "N": 9, "I": 10, "H": 11, "S": 12, "R": 13, "L": 14, "'": 15}
+LABELS = ["yes", "no", "up", "down"]
+
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+            conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+            classifier_proj_size=24, tdnn_dim=(24, 24, 40), tdnn_kernel=(5, 3, 1),
+            tdnn_dilation=(1, 2, 1), xvector_output_dim=20)
+
+# name -> (architecture, config overrides, save options)
+VARIANTS = {
+    "ctc-group": ("Wav2Vec2ForCTC", {}, {}),
+    "ctc-layer-stable-bias-bin": ("Wav2Vec2ForCTC", dict(feat_extract_norm="layer",
+                                  do_stable_layer_norm=True, conv_bias=True), {"bin": True}),
+    "ctc-layer-postln-sharded": ("Wav2Vec2ForCTC", dict(feat_extract_norm="layer"), {"shard": True}),
+    "ctc-attn-adapter": ("Wav2Vec2ForCTC", dict(feat_extract_norm="layer", do_stable_layer_norm=True,
+                         adapter_attn_dim=8), {}),
+    "ctc-add-adapter": ("Wav2Vec2ForCTC", dict(add_adapter=True, output_hidden_size=16,
+                        num_adapter_layers=2), {}),
+    "ctc-old-weightnorm": ("Wav2Vec2ForCTC", dict(hidden_act="gelu_new"), {"old_weight_norm": True}),
+    "ctc-relu-nomask": ("Wav2Vec2ForCTC", dict(hidden_act="relu", feat_extract_activation="relu",
+                        mask_time_prob=0.0), {}),
+    "classify-weighted": ("Wav2Vec2ForSequenceClassification", dict(use_weighted_layer_sum=True), {}),
+    "classify-stable": ("Wav2Vec2ForSequenceClassification", dict(feat_extract_norm="layer",
+                        do_stable_layer_norm=True), {}),
+    "frames-weighted": ("Wav2Vec2ForAudioFrameClassification", dict(use_weighted_layer_sum=True,
+                        feat_extract_norm="layer", do_stable_layer_norm=True), {}),
+    "xvector": ("Wav2Vec2ForXVector", dict(use_weighted_layer_sum=True), {}),
+    "xvector-stable": ("Wav2Vec2ForXVector", dict(feat_extract_norm="layer",
+                       do_stable_layer_norm=True), {}),
+    "base": ("Wav2Vec2Model", {}, {}),
+}
+
+
+def make_checkpoint(root: Path, variant: str, seed: int = 0) -> Path:
+    """Writes a tiny random checkpoint of `variant` under root/variant and returns the path."""
+    import transformers
+
+    architecture, overrides, options = VARIANTS[variant]
+    torch.manual_seed(seed)
+    config = transformers.Wav2Vec2Config(
+        **{**TINY, **overrides}, vocab_size=len(VOCAB), architectures=[architecture],
+        id2label=dict(enumerate(LABELS)), label2id={v: i for i, v in enumerate(LABELS)},
+    )
+    model = getattr(transformers, architecture)(config).eval()
+    _randomize_norms(model)
+    path = root / variant
+    kwargs = {}
+    if options.get("shard"):
+        kwargs["max_shard_size"] = "20KB"
+    model.save_pretrained(path, safe_serialization=not options.get("bin"), **kwargs)
+    if options.get("bin"):
+        _force_bin(model, path)
+    if options.get("old_weight_norm"):
+        _to_old_weight_norm(path)
+    (path / "vocab.json").write_text(json.dumps(VOCAB))
+    (path / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "Wav2Vec2CTCTokenizer", "word_delimiter_token": "|",
+        "pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>",
+        "do_lower_case": False}))
+    (path / "preprocessor_config.json").write_text(json.dumps({
+        "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
+        "sampling_rate": 16000, "padding_value": 0.0, "do_normalize": True,
+        "return_attention_mask": config.feat_extract_norm == "layer"}))
+    return path
+
+
+def _randomize_norms(model: torch.nn.Module) -> None:
+    """LayerNorm/GroupNorm start at (1, 0): random values catch a norm applied in the wrong place."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm)):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+        if hasattr(model, "layer_weights"):
+            model.layer_weights.uniform_(-1, 1)
+
+
+def _force_bin(model: torch.nn.Module, path: Path) -> None:
+    if not (path / "pytorch_model.bin").exists():  # newer transformers always write safetensors
+        torch.save(model.state_dict(), path / "pytorch_model.bin")
+        (path / "model.safetensors").unlink(missing_ok=True)
+
+
+def _to_old_weight_norm(path: Path) -> None:
+    """Rewrites the positional conv's keys as weight_g / weight_v (checkpoints before torch 2.1)."""
+    f = path / "model.safetensors"
+    weights = load_file(f)
+    renamed = {k.replace("parametrizations.weight.original0", "weight_g")
+                .replace("parametrizations.weight.original1", "weight_v"): v
+               for k, v in weights.items()}
+    save_file(renamed, f, metadata={"format": "pt"})
+
+
+def speech_like(seconds: float, seed: int = 0, rate: int = 16_000) -> np.ndarray:
+    """Noise shaped by a slow envelope: cheap, deterministic, not silence."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    envelope = 0.1 + 0.9 * np.abs(np.sin(np.linspace(0, seconds * 3, n) + seed))
+    return (rng.standard_normal(n) * 0.1 * envelope).astype(np.float32)
