@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -69,3 +71,21 @@ class Settings(BaseSettings):
         if self.stride_seconds * 2 >= self.chunk_seconds:
             raise ValueError("stride_seconds must be less than half of chunk_seconds")
         return self
+
+    def model_specs(self) -> list[tuple[str, str]]:
+        """(name, path or hub id) per --model; the embedded demo model when none is given."""
+        specs = self.model or [f"{DEFAULT_MODEL_NAME}={DEFAULT_MODEL}"]
+        return [parse_model_spec(s) for s in specs]
+
+
+DEFAULT_MODEL = Path(__file__).parent / "models" / "demo-ctc"
+DEFAULT_MODEL_NAME = "demo-ctc"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def parse_model_spec(spec: str) -> tuple[str, str]:
+    """NAME=PATH_OR_HUB_ID, or PATH_OR_HUB_ID named by its last path component."""
+    name, sep, source = spec.partition("=")
+    if sep and _NAME.match(name) and source:
+        return name, source
+    return Path(spec.rstrip("/")).name or spec, spec

@@ -1,0 +1,159 @@
+"""Command line: `serve` starts the HTTP service, `predict` prints one Prediction per file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from service.errors import ServiceError
+from service.settings import Settings
+
+
+def _settings_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
+    """One flag per Settings field; the default stays unset so the env (W2V_*) can apply."""
+    for name in names:
+        field = Settings.model_fields[name]
+        flag = "--" + name.replace("_", "-")
+        if name == "model":
+            parser.add_argument(flag, action="append", metavar="[NAME=]PATH_OR_HUB_ID",
+                                help="checkpoint directory or hub id (repeatable)")
+        else:
+            parser.add_argument(flag, default=None, help=field.description or f"(W2V_{name.upper()})")
+
+
+def _settings(args: argparse.Namespace, names: list[str]) -> Settings:
+    given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    return Settings(**given)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start the HTTP/WebSocket service")
+    _settings_flags(serve, [n for n in Settings.model_fields])
+    predict = sub.add_parser("predict", help="run a model on audio files, one JSON line each")
+    _settings_flags(predict, ["model", "device", "dtype", "attention", "chunk_seconds",
+                              "stride_seconds", "max_audio_seconds", "max_batch_size"])
+    predict.add_argument("--task", default="auto",
+                         choices=["auto", "transcribe", "classify", "embed", "frames"])
+    predict.add_argument("--top-k", type=int, default=5)
+    predict.add_argument("--output", type=Path, help="write JSON lines here instead of stdout")
+    predict.add_argument("--no-progress", action="store_true")
+    predict.add_argument("files", nargs="+")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "serve":
+            return serve(_settings(args, list(Settings.model_fields)))
+        names = ["model", "device", "dtype", "attention", "chunk_seconds", "stride_seconds",
+                 "max_audio_seconds", "max_batch_size"]
+        return predict(_settings(args, names), args)
+    except ServiceError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # settings validation
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from service.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level, timeout_graceful_shutdown=settings.drain_timeout)
+    return 0
+
+
+def predict(settings: Settings, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from service.engine import Engine
+    from service.wav2vec2.loading import load_model
+
+    specs = settings.model_specs()
+    if len(specs) != 1:
+        raise ServiceError("predict takes one --model")
+    name, source = specs[0]
+    loaded = load_model(source, name=name, task=args.task, device=settings.device,
+                        dtype=settings.dtype, attention=settings.attention)
+    engine = Engine(loaded, settings.chunk_seconds, settings.stride_seconds)
+    out = args.output.open("w") if args.output else sys.stdout
+    failures = 0
+    bar = tqdm(total=len(args.files), unit="file", disable=args.no_progress or len(args.files) < 2,
+               file=sys.stderr)
+    try:
+        for record in _predict_files(engine, settings, args):
+            failures += "error" in record
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+            bar.update()
+    finally:
+        bar.close()
+        if args.output:
+            out.close()
+    return 1 if failures else 0
+
+
+def _predict_files(engine: Any, settings: Settings, args: argparse.Namespace
+                   ) -> Iterator[dict[str, Any]]:
+    """Files in input order; decoding and inference in groups so memory stays bounded."""
+    from service.audio import decode_audio
+
+    group = max(1, settings.max_batch_size)
+    for i in range(0, len(args.files), group):
+        names = args.files[i:i + group]
+        decoded: dict[str, Any] = {}
+        for name in names:
+            try:
+                data = Path(name).read_bytes()
+                decoded[name] = decode_audio(data, engine.sampling_rate,
+                                             max_seconds=settings.max_audio_seconds,
+                                             min_samples=engine.min_samples)
+            except ServiceError as exc:
+                decoded[name] = exc
+            except OSError as exc:
+                decoded[name] = ServiceError(f"cannot read {name}: {exc.strerror}",
+                                             code="unreadable_file", status=400)
+        jobs = [(n, a, engine.plan(len(a.samples))) for n, a in decoded.items()
+                if not isinstance(a, Exception)]
+        windows = [a.samples[w.start:w.end] for _, a, plan in jobs for w in plan]
+        try:
+            outputs = _run_sorted(engine, windows, group)
+        except Exception as exc:  # a model fault fails this group's files, not the whole run
+            outputs = []
+            for n, _, _ in jobs:
+                decoded[n] = ServiceError(f"inference failed: {exc}", code="inference_failed")
+            jobs = []
+        results: dict[str, Any] = {}
+        pos = 0
+        for n, a, plan in jobs:
+            part, pos = outputs[pos:pos + len(plan)], pos + len(plan)
+            results[n] = engine.finish(plan, part, a.duration, args.top_k)
+        for name in names:
+            result = results.get(name, decoded[name])
+            if isinstance(result, ServiceError):
+                yield {"file": name, "error": result.to_dict()["error"]}
+            else:
+                yield {"file": name, **result.model_dump(exclude_none=True)}
+
+
+def _run_sorted(engine: Any, windows: list[Any], batch_size: int) -> list[Any]:
+    """Runs windows in batches of similar length; results back in input order."""
+    order = sorted(range(len(windows)), key=lambda j: len(windows[j]))
+    outputs: list[Any] = [None] * len(windows)
+    for k in range(0, len(order), batch_size):
+        chunk = order[k:k + batch_size]
+        for j, o in zip(chunk, engine.run_batch([windows[j] for j in chunk])):
+            outputs[j] = o
+    return outputs

@@ -1,0 +1,117 @@
+"""Engine: clips -> forward pass -> per-clip outputs, and long audio cut into windows.
+
+`run_batch` is what the dynamic batcher calls (a list of windows in, one numpy output per
+window out, no padding anywhere: see wav2vec2/model.py). `plan` and `finish` turn one clip of
+any length into windows and the windows' outputs back into one Prediction, so the CLI and the
+server share every step but the queue.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from service import decode
+from service.schemas import Prediction
+from service.wav2vec2.loading import LoadedModel
+from service.wav2vec2.model import Packed
+
+# Tasks whose output is per frame: long audio is stitched from overlapping windows (as
+# transformers' ASR pipeline does with chunk and stride); the others pool whole windows.
+FRAME_TASKS = ("transcribe", "frames")
+
+
+@dataclass(frozen=True)
+class Window:
+    """A slice of a clip sent to the model; keep frames [keep_from, keep_to) of its output."""
+
+    start: int  # first sample in the clip
+    end: int
+    keep_from: int = 0
+    keep_to: int | None = None
+
+
+class Engine:
+    def __init__(self, loaded: LoadedModel, chunk_seconds: float = 30.0,
+                 stride_seconds: float = 5.0) -> None:
+        self.loaded = loaded
+        self.name = loaded.name
+        self.task = loaded.task
+        step = loaded.config.samples_per_frame
+        rate = loaded.sampling_rate
+        # Windows and strides in whole frames, so every window's frames line up with the clip's.
+        self.step = step
+        self.chunk = max(step * 4, round(chunk_seconds * rate / step) * step)
+        self.stride = min(round(stride_seconds * rate / step) * step, (self.chunk // 2 // step - 1) * step)
+
+    @property
+    def sampling_rate(self) -> int:
+        return self.loaded.sampling_rate
+
+    @property
+    def min_samples(self) -> int:
+        return self.loaded.min_samples
+
+    def run_batch(self, clips: list[np.ndarray]) -> list[np.ndarray]:
+        """Normalised per clip, one padding-free forward pass, float32 numpy per clip."""
+        loaded = self.loaded
+        inputs = [torch.from_numpy(loaded.features(c)).to(loaded.device, loaded.dtype)
+                  for c in clips]
+        with torch.inference_mode():
+            out = loaded.model(inputs)
+        parts = out.split() if isinstance(out, Packed) else list(out)
+        return [p.float().cpu().numpy() for p in parts]
+
+    def warmup(self) -> None:
+        """One small mixed batch: allocates buffers and picks kernels before the first request."""
+        n = max(self.min_samples, self.sampling_rate)
+        self.run_batch([np.zeros(n, np.float32) + 1e-3, np.zeros(2 * n, np.float32) + 1e-3])
+
+    def plan(self, num_samples: int) -> list[Window]:
+        """Cuts a clip into model windows; one window when it fits in chunk_seconds."""
+        if num_samples <= self.chunk:
+            return [Window(0, num_samples)]
+        if self.task not in FRAME_TASKS:
+            n = math.ceil(num_samples / self.chunk)
+            size = math.ceil(num_samples / n / self.step) * self.step
+            return [Window(s, min(s + size, num_samples)) for s in range(0, num_samples, size)]
+        starts = [0]
+        while starts[-1] + self.chunk < num_samples:
+            starts.append(starts[-1] + self.chunk - 2 * self.stride)
+        # Cut between windows k and k+1 in the middle of their overlap, in clip frames.
+        cuts = [s // self.step + self.stride // self.step for s in starts[1:]]
+        bounds = [0, *cuts, None]
+        return [
+            Window(s, min(s + self.chunk, num_samples),
+                   keep_from=bounds[i] - s // self.step,  # type: ignore[operator]
+                   keep_to=None if bounds[i + 1] is None else bounds[i + 1] - s // self.step)
+            for i, s in enumerate(starts)
+        ]
+
+    def finish(self, windows: list[Window], outputs: list[np.ndarray], duration: float,
+               top_k: int = 5) -> Prediction:
+        """Window outputs -> the clip's Prediction."""
+        loaded, config = self.loaded, self.loaded.config
+        base = dict(model=self.name, task=self.task, duration=round(duration, 6))
+        if self.task in FRAME_TASKS:
+            frames = np.concatenate([o[w.keep_from:w.keep_to] for w, o in zip(windows, outputs)])
+            if self.task == "transcribe":
+                assert loaded.tokenizer is not None
+                text, words = decode.transcript(frames, loaded.tokenizer, loaded.frame_seconds)
+                return Prediction(**base, text=text, words=words)
+            segments = decode.segments(frames, config.id2label, loaded.frame_seconds)
+            return Prediction(**base, segments=segments)
+        weights = np.array([w.end - w.start for w in windows], np.float64)
+        pooled = (np.stack(outputs) * (weights / weights.sum())[:, None]).sum(axis=0)
+        if self.task == "classify":
+            return Prediction(**base, labels=decode.labels(pooled, config.id2label, top_k))
+        return Prediction(**base, embedding=[float(v) for v in pooled.astype(np.float32)])
+
+    def predict(self, samples: np.ndarray, duration: float, top_k: int = 5) -> Prediction:
+        """One clip, no queue (the CLI path)."""
+        windows = self.plan(len(samples))
+        outputs = self.run_batch([samples[w.start:w.end] for w in windows])
+        return self.finish(windows, outputs, duration, top_k)
