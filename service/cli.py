@@ -20,10 +20,16 @@ def _settings_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
         field = Settings.model_fields[name]
         flag = "--" + name.replace("_", "-")
         if name == "model":
-            parser.add_argument(flag, action="append", metavar="[NAME=]PATH_OR_HUB_ID",
-                                help="checkpoint directory or hub id (repeatable)")
+            parser.add_argument(
+                flag,
+                action="append",
+                metavar="[NAME=]PATH_OR_HUB_ID",
+                help="checkpoint directory or hub id (repeatable)",
+            )
         else:
-            parser.add_argument(flag, default=None, help=field.description or f"(W2V_{name.upper()})")
+            parser.add_argument(
+                flag, default=None, help=field.description or f"(W2V_{name.upper()})"
+            )
 
 
 def _settings(args: argparse.Namespace, names: list[str]) -> Settings:
@@ -37,10 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="start the HTTP/WebSocket service")
     _settings_flags(serve, [n for n in Settings.model_fields])
     predict = sub.add_parser("predict", help="run a model on audio files, one JSON line each")
-    _settings_flags(predict, ["model", "device", "dtype", "attention", "chunk_seconds",
-                              "stride_seconds", "max_audio_seconds", "max_batch_size"])
-    predict.add_argument("--task", default="auto",
-                         choices=["auto", "transcribe", "classify", "embed", "frames"])
+    _settings_flags(
+        predict,
+        [
+            "model",
+            "device",
+            "dtype",
+            "attention",
+            "chunk_seconds",
+            "stride_seconds",
+            "max_audio_seconds",
+            "max_batch_size",
+        ],
+    )
+    predict.add_argument(
+        "--task", default="auto", choices=["auto", "transcribe", "classify", "embed", "frames"]
+    )
     predict.add_argument("--top-k", type=int, default=5)
     predict.add_argument("--output", type=Path, help="write JSON lines here instead of stdout")
     predict.add_argument("--no-progress", action="store_true")
@@ -54,8 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return serve(_settings(args, list(Settings.model_fields)))
-        names = ["model", "device", "dtype", "attention", "chunk_seconds", "stride_seconds",
-                 "max_audio_seconds", "max_batch_size"]
+        names = [
+            "model",
+            "device",
+            "dtype",
+            "attention",
+            "chunk_seconds",
+            "stride_seconds",
+            "max_audio_seconds",
+            "max_batch_size",
+        ]
         return predict(_settings(args, names), args)
     except ServiceError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
@@ -70,8 +96,13 @@ def serve(settings: Settings) -> int:
 
     from service.app import create_app
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level, timeout_graceful_shutdown=settings.drain_timeout)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.drain_timeout,
+    )
     return 0
 
 
@@ -85,13 +116,23 @@ def predict(settings: Settings, args: argparse.Namespace) -> int:
     if len(specs) != 1:
         raise ServiceError("predict takes one --model")
     name, source = specs[0]
-    loaded = load_model(source, name=name, task=args.task, device=settings.device,
-                        dtype=settings.dtype, attention=settings.attention)
+    loaded = load_model(
+        source,
+        name=name,
+        task=args.task,
+        device=settings.device,
+        dtype=settings.dtype,
+        attention=settings.attention,
+    )
     engine = Engine(loaded, settings.chunk_seconds, settings.stride_seconds)
     out = args.output.open("w") if args.output else sys.stdout
     failures = 0
-    bar = tqdm(total=len(args.files), unit="file", disable=args.no_progress or len(args.files) < 2,
-               file=sys.stderr)
+    bar = tqdm(
+        total=len(args.files),
+        unit="file",
+        disable=args.no_progress or len(args.files) < 2,
+        file=sys.stderr,
+    )
     try:
         for record in _predict_files(engine, settings, args):
             failures += "error" in record
@@ -105,29 +146,37 @@ def predict(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _predict_files(engine: Any, settings: Settings, args: argparse.Namespace
-                   ) -> Iterator[dict[str, Any]]:
+def _predict_files(
+    engine: Any, settings: Settings, args: argparse.Namespace
+) -> Iterator[dict[str, Any]]:
     """Files in input order; decoding and inference in groups so memory stays bounded."""
     from service.audio import decode_audio
 
     group = max(1, settings.max_batch_size)
     for i in range(0, len(args.files), group):
-        names = args.files[i:i + group]
+        names = args.files[i : i + group]
         decoded: dict[str, Any] = {}
         for name in names:
             try:
                 data = Path(name).read_bytes()
-                decoded[name] = decode_audio(data, engine.sampling_rate,
-                                             max_seconds=settings.max_audio_seconds,
-                                             min_samples=engine.min_samples)
+                decoded[name] = decode_audio(
+                    data,
+                    engine.sampling_rate,
+                    max_seconds=settings.max_audio_seconds,
+                    min_samples=engine.min_samples,
+                )
             except ServiceError as exc:
                 decoded[name] = exc
             except OSError as exc:
-                decoded[name] = ServiceError(f"cannot read {name}: {exc.strerror}",
-                                             code="unreadable_file", status=400)
-        jobs = [(n, a, engine.plan(len(a.samples))) for n, a in decoded.items()
-                if not isinstance(a, Exception)]
-        windows = [a.samples[w.start:w.end] for _, a, plan in jobs for w in plan]
+                decoded[name] = ServiceError(
+                    f"cannot read {name}: {exc.strerror}", code="unreadable_file", status=400
+                )
+        jobs = [
+            (n, a, engine.plan(len(a.samples)))
+            for n, a in decoded.items()
+            if not isinstance(a, Exception)
+        ]
+        windows = [a.samples[w.start : w.end] for _, a, plan in jobs for w in plan]
         try:
             outputs = _run_sorted(engine, windows, group)
         except Exception as exc:  # a model fault fails this group's files, not the whole run
@@ -138,7 +187,7 @@ def _predict_files(engine: Any, settings: Settings, args: argparse.Namespace
         results: dict[str, Any] = {}
         pos = 0
         for n, a, plan in jobs:
-            part, pos = outputs[pos:pos + len(plan)], pos + len(plan)
+            part, pos = outputs[pos : pos + len(plan)], pos + len(plan)
             results[n] = engine.finish(plan, part, a.duration, args.top_k)
         for name in names:
             result = results.get(name, decoded[name])
@@ -153,7 +202,7 @@ def _run_sorted(engine: Any, windows: list[Any], batch_size: int) -> list[Any]:
     order = sorted(range(len(windows)), key=lambda j: len(windows[j]))
     outputs: list[Any] = [None] * len(windows)
     for k in range(0, len(order), batch_size):
-        chunk = order[k:k + batch_size]
+        chunk = order[k : k + batch_size]
         for j, o in zip(chunk, engine.run_batch([windows[j] for j in chunk])):
             outputs[j] = o
     return outputs

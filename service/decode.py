@@ -8,12 +8,19 @@ from service.schemas import Label, Segment, Word
 from service.wav2vec2.tokenizer import CTCTokenizer
 
 
-def transcript(logits: np.ndarray, tokenizer: CTCTokenizer, frame_seconds: float
-               ) -> tuple[str, list[Word]]:
+def transcript(
+    logits: np.ndarray, tokenizer: CTCTokenizer, frame_seconds: float
+) -> tuple[str, list[Word]]:
     """Greedy CTC over (T, vocab) logits; word times in seconds from the clip's start."""
     decoded = tokenizer.decode(logits.argmax(axis=-1).tolist())
-    words = [Word(word=w.word, start=round(w.start * frame_seconds, 3),
-                  end=round(w.end * frame_seconds, 3)) for w in decoded.words]
+    words = [
+        Word(
+            word=w.word,
+            start=round(w.start * frame_seconds, 3),
+            end=round(w.end * frame_seconds, 3),
+        )
+        for w in decoded.words
+    ]
     return decoded.text, words
 
 
@@ -37,7 +44,11 @@ def segments(logits: np.ndarray, id2label: dict[int, str], frame_seconds: float)
         column = np.concatenate([[False], active[:, label], [False]]).astype(np.int8)
         edges = np.flatnonzero(np.diff(column))
         for start, end in zip(edges[::2], edges[1::2]):
-            out.append(Segment(label=id2label.get(label, str(label)),
-                               start=round(start * frame_seconds, 3),
-                               end=round(end * frame_seconds, 3)))
+            out.append(
+                Segment(
+                    label=id2label.get(label, str(label)),
+                    start=round(start * frame_seconds, 3),
+                    end=round(end * frame_seconds, 3),
+                )
+            )
     return sorted(out, key=lambda s: (s.start, s.end, s.label))

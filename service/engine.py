@@ -35,8 +35,9 @@ class Window:
 
 
 class Engine:
-    def __init__(self, loaded: LoadedModel, chunk_seconds: float = 30.0,
-                 stride_seconds: float = 5.0) -> None:
+    def __init__(
+        self, loaded: LoadedModel, chunk_seconds: float = 30.0, stride_seconds: float = 5.0
+    ) -> None:
         self.loaded = loaded
         self.name = loaded.name
         self.task = loaded.task
@@ -45,7 +46,9 @@ class Engine:
         # Windows and strides in whole frames, so every window's frames line up with the clip's.
         self.step = step
         self.chunk = max(step * 4, round(chunk_seconds * rate / step) * step)
-        self.stride = min(round(stride_seconds * rate / step) * step, (self.chunk // 2 // step - 1) * step)
+        self.stride = min(
+            round(stride_seconds * rate / step) * step, (self.chunk // 2 // step - 1) * step
+        )
 
     @property
     def sampling_rate(self) -> int:
@@ -58,8 +61,9 @@ class Engine:
     def run_batch(self, clips: list[np.ndarray]) -> list[np.ndarray]:
         """Normalised per clip, one padding-free forward pass, float32 numpy per clip."""
         loaded = self.loaded
-        inputs = [torch.from_numpy(loaded.features(c)).to(loaded.device, loaded.dtype)
-                  for c in clips]
+        inputs = [
+            torch.from_numpy(loaded.features(c)).to(loaded.device, loaded.dtype) for c in clips
+        ]
         with torch.inference_mode():
             out = loaded.model(inputs)
         parts = out.split() if isinstance(out, Packed) else list(out)
@@ -85,19 +89,23 @@ class Engine:
         cuts = [s // self.step + self.stride // self.step for s in starts[1:]]
         bounds = [0, *cuts, None]
         return [
-            Window(s, min(s + self.chunk, num_samples),
-                   keep_from=bounds[i] - s // self.step,  # type: ignore[operator]
-                   keep_to=None if bounds[i + 1] is None else bounds[i + 1] - s // self.step)
+            Window(
+                s,
+                min(s + self.chunk, num_samples),
+                keep_from=bounds[i] - s // self.step,  # type: ignore[operator]
+                keep_to=None if bounds[i + 1] is None else bounds[i + 1] - s // self.step,
+            )
             for i, s in enumerate(starts)
         ]
 
-    def finish(self, windows: list[Window], outputs: list[np.ndarray], duration: float,
-               top_k: int = 5) -> Prediction:
+    def finish(
+        self, windows: list[Window], outputs: list[np.ndarray], duration: float, top_k: int = 5
+    ) -> Prediction:
         """Window outputs -> the clip's Prediction."""
         loaded, config = self.loaded, self.loaded.config
         base = dict(model=self.name, task=self.task, duration=round(duration, 6))
         if self.task in FRAME_TASKS:
-            frames = np.concatenate([o[w.keep_from:w.keep_to] for w, o in zip(windows, outputs)])
+            frames = np.concatenate([o[w.keep_from : w.keep_to] for w, o in zip(windows, outputs)])
             if self.task == "transcribe":
                 assert loaded.tokenizer is not None
                 text, words = decode.transcript(frames, loaded.tokenizer, loaded.frame_seconds)
@@ -113,5 +121,5 @@ class Engine:
     def predict(self, samples: np.ndarray, duration: float, top_k: int = 5) -> Prediction:
         """One clip, no queue (the CLI path)."""
         windows = self.plan(len(samples))
-        outputs = self.run_batch([samples[w.start:w.end] for w in windows])
+        outputs = self.run_batch([samples[w.start : w.end] for w in windows])
         return self.finish(windows, outputs, duration, top_k)

@@ -11,43 +11,70 @@ _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 _BATCH = (1, 2, 4, 8, 16, 32, 64)
 
 REQUESTS = Counter(
-    PREFIX + "requests_total", "Requests by endpoint and status", ["endpoint", "status"],
+    PREFIX + "requests_total",
+    "Requests by endpoint and status",
+    ["endpoint", "status"],
     registry=REGISTRY,
 )
 REQUEST_DURATION = Histogram(
-    PREFIX + "request_duration_seconds", "Total request time", ["endpoint"],
-    buckets=_LATENCY, registry=REGISTRY,
+    PREFIX + "request_duration_seconds",
+    "Total request time",
+    ["endpoint"],
+    buckets=_LATENCY,
+    registry=REGISTRY,
 )
 QUEUE_DURATION = Histogram(
-    PREFIX + "queue_duration_seconds", "Time from enqueue to batch start", ["model"],
-    buckets=_LATENCY, registry=REGISTRY,
+    PREFIX + "queue_duration_seconds",
+    "Time from enqueue to batch start",
+    ["model"],
+    buckets=_LATENCY,
+    registry=REGISTRY,
 )
 INFERENCE_DURATION = Histogram(
-    PREFIX + "inference_duration_seconds", "Forward pass time per batch", ["model"],
-    buckets=_LATENCY, registry=REGISTRY,
+    PREFIX + "inference_duration_seconds",
+    "Forward pass time per batch",
+    ["model"],
+    buckets=_LATENCY,
+    registry=REGISTRY,
 )
 BATCH_SIZE = Histogram(
-    PREFIX + "batch_size", "Clips per forward pass", ["model"], buckets=_BATCH, registry=REGISTRY,
+    PREFIX + "batch_size",
+    "Clips per forward pass",
+    ["model"],
+    buckets=_BATCH,
+    registry=REGISTRY,
 )
 QUEUE_DEPTH = Gauge(
-    PREFIX + "queue_depth", "Requests waiting in the batching queue", ["model"], registry=REGISTRY,
+    PREFIX + "queue_depth",
+    "Requests waiting in the batching queue",
+    ["model"],
+    registry=REGISTRY,
 )
 INFLIGHT_AUDIO = Gauge(
-    PREFIX + "inflight_audio_seconds", "Seconds of audio queued or running", ["model"],
+    PREFIX + "inflight_audio_seconds",
+    "Seconds of audio queued or running",
+    ["model"],
     registry=REGISTRY,
 )
 AUDIO_SECONDS = Counter(
-    PREFIX + "audio_seconds_total", "Seconds of audio processed", ["model"], registry=REGISTRY,
+    PREFIX + "audio_seconds_total",
+    "Seconds of audio processed",
+    ["model"],
+    registry=REGISTRY,
 )
 BATCH_FAILURES = Counter(
-    PREFIX + "batch_failures_total", "Batches that raised, by error kind", ["model", "kind"],
+    PREFIX + "batch_failures_total",
+    "Batches that raised, by error kind",
+    ["model", "kind"],
     registry=REGISTRY,
 )
 ACTIVE_STREAMS = Gauge(PREFIX + "active_streams", "Open WebSocket streams", registry=REGISTRY)
 STREAM_LATENCY = Histogram(
     PREFIX + "stream_emit_latency_seconds",
-    "Time from audio received to the partial/final that covers it", ["kind"],
-    buckets=_LATENCY, registry=REGISTRY,
+    "Time from audio received to the partial/final that covers it",
+    ["kind"],
+    buckets=_LATENCY,
+    registry=REGISTRY,
 )
 READY = Gauge(PREFIX + "ready", "1 when the server accepts requests", registry=REGISTRY)
 

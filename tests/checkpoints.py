@@ -9,36 +9,95 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "E": 5, "T": 6, "A": 7, "O": 8,
-         "N": 9, "I": 10, "H": 11, "S": 12, "R": 13, "L": 14, "'": 15}
+VOCAB = {
+    "<pad>": 0,
+    "<s>": 1,
+    "</s>": 2,
+    "<unk>": 3,
+    "|": 4,
+    "E": 5,
+    "T": 6,
+    "A": 7,
+    "O": 8,
+    "N": 9,
+    "I": 10,
+    "H": 11,
+    "S": 12,
+    "R": 13,
+    "L": 14,
+    "'": 15,
+}
 LABELS = ["yes", "no", "up", "down"]
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-            conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-            classifier_proj_size=24, tdnn_dim=(24, 24, 40), tdnn_kernel=(5, 3, 1),
-            tdnn_dilation=(1, 2, 1), xvector_output_dim=20)
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=48,
+    conv_dim=(16,) * 7,
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+    classifier_proj_size=24,
+    tdnn_dim=(24, 24, 40),
+    tdnn_kernel=(5, 3, 1),
+    tdnn_dilation=(1, 2, 1),
+    xvector_output_dim=20,
+)
 
 # name -> (architecture, config overrides, save options)
 VARIANTS = {
     "ctc-group": ("Wav2Vec2ForCTC", {}, {}),
-    "ctc-layer-stable-bias-bin": ("Wav2Vec2ForCTC", dict(feat_extract_norm="layer",
-                                  do_stable_layer_norm=True, conv_bias=True), {"bin": True}),
-    "ctc-layer-postln-sharded": ("Wav2Vec2ForCTC", dict(feat_extract_norm="layer"), {"shard": True}),
-    "ctc-attn-adapter": ("Wav2Vec2ForCTC", dict(feat_extract_norm="layer", do_stable_layer_norm=True,
-                         adapter_attn_dim=8), {}),
-    "ctc-add-adapter": ("Wav2Vec2ForCTC", dict(add_adapter=True, output_hidden_size=16,
-                        num_adapter_layers=2), {}),
-    "ctc-old-weightnorm": ("Wav2Vec2ForCTC", dict(hidden_act="gelu_new"), {"old_weight_norm": True}),
-    "ctc-relu-nomask": ("Wav2Vec2ForCTC", dict(hidden_act="relu", feat_extract_activation="relu",
-                        mask_time_prob=0.0), {}),
-    "classify-weighted": ("Wav2Vec2ForSequenceClassification", dict(use_weighted_layer_sum=True), {}),
-    "classify-stable": ("Wav2Vec2ForSequenceClassification", dict(feat_extract_norm="layer",
-                        do_stable_layer_norm=True), {}),
-    "frames-weighted": ("Wav2Vec2ForAudioFrameClassification", dict(use_weighted_layer_sum=True,
-                        feat_extract_norm="layer", do_stable_layer_norm=True), {}),
+    "ctc-layer-stable-bias-bin": (
+        "Wav2Vec2ForCTC",
+        dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True),
+        {"bin": True},
+    ),
+    "ctc-layer-postln-sharded": (
+        "Wav2Vec2ForCTC",
+        dict(feat_extract_norm="layer"),
+        {"shard": True},
+    ),
+    "ctc-attn-adapter": (
+        "Wav2Vec2ForCTC",
+        dict(feat_extract_norm="layer", do_stable_layer_norm=True, adapter_attn_dim=8),
+        {},
+    ),
+    "ctc-add-adapter": (
+        "Wav2Vec2ForCTC",
+        dict(add_adapter=True, output_hidden_size=16, num_adapter_layers=2),
+        {},
+    ),
+    "ctc-old-weightnorm": (
+        "Wav2Vec2ForCTC",
+        dict(hidden_act="gelu_new"),
+        {"old_weight_norm": True},
+    ),
+    "ctc-relu-nomask": (
+        "Wav2Vec2ForCTC",
+        dict(hidden_act="relu", feat_extract_activation="relu", mask_time_prob=0.0),
+        {},
+    ),
+    "classify-weighted": (
+        "Wav2Vec2ForSequenceClassification",
+        dict(use_weighted_layer_sum=True),
+        {},
+    ),
+    "classify-stable": (
+        "Wav2Vec2ForSequenceClassification",
+        dict(feat_extract_norm="layer", do_stable_layer_norm=True),
+        {},
+    ),
+    "frames-weighted": (
+        "Wav2Vec2ForAudioFrameClassification",
+        dict(use_weighted_layer_sum=True, feat_extract_norm="layer", do_stable_layer_norm=True),
+        {},
+    ),
     "xvector": ("Wav2Vec2ForXVector", dict(use_weighted_layer_sum=True), {}),
-    "xvector-stable": ("Wav2Vec2ForXVector", dict(feat_extract_norm="layer",
-                       do_stable_layer_norm=True), {}),
+    "xvector-stable": (
+        "Wav2Vec2ForXVector",
+        dict(feat_extract_norm="layer", do_stable_layer_norm=True),
+        {},
+    ),
     "base": ("Wav2Vec2Model", {}, {}),
 }
 
@@ -50,8 +109,11 @@ def make_checkpoint(root: Path, variant: str, seed: int = 0) -> Path:
     architecture, overrides, options = VARIANTS[variant]
     torch.manual_seed(seed)
     config = transformers.Wav2Vec2Config(
-        **{**TINY, **overrides}, vocab_size=len(VOCAB), architectures=[architecture],
-        id2label=dict(enumerate(LABELS)), label2id={v: i for i, v in enumerate(LABELS)},
+        **{**TINY, **overrides},
+        vocab_size=len(VOCAB),
+        architectures=[architecture],
+        id2label=dict(enumerate(LABELS)),
+        label2id={v: i for i, v in enumerate(LABELS)},
     )
     model = getattr(transformers, architecture)(config).eval()
     _randomize_norms(model)
@@ -65,19 +127,36 @@ def make_checkpoint(root: Path, variant: str, seed: int = 0) -> Path:
     if options.get("old_weight_norm"):
         _to_old_weight_norm(path)
     (path / "vocab.json").write_text(json.dumps(VOCAB))
-    (path / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "Wav2Vec2CTCTokenizer", "word_delimiter_token": "|",
-        "pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>",
-        "do_lower_case": False}))
-    (path / "preprocessor_config.json").write_text(json.dumps({
-        "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
-        "sampling_rate": 16000, "padding_value": 0.0, "do_normalize": True,
-        "return_attention_mask": config.feat_extract_norm == "layer"}))
+    (path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "Wav2Vec2CTCTokenizer",
+                "word_delimiter_token": "|",
+                "pad_token": "<pad>",
+                "unk_token": "<unk>",
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "do_lower_case": False,
+            }
+        )
+    )
+    (path / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "feature_extractor_type": "Wav2Vec2FeatureExtractor",
+                "feature_size": 1,
+                "sampling_rate": 16000,
+                "padding_value": 0.0,
+                "do_normalize": True,
+                "return_attention_mask": config.feat_extract_norm == "layer",
+            }
+        )
+    )
     return path
 
 
 def _randomize_norms(model: torch.nn.Module) -> None:
-    """LayerNorm/GroupNorm start at (1, 0): random values catch a norm applied in the wrong place."""
+    """Norms start at (1, 0): random values catch a norm applied in the wrong place."""
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm)):
@@ -97,9 +176,12 @@ def _to_old_weight_norm(path: Path) -> None:
     """Rewrites the positional conv's keys as weight_g / weight_v (checkpoints before torch 2.1)."""
     f = path / "model.safetensors"
     weights = load_file(f)
-    renamed = {k.replace("parametrizations.weight.original0", "weight_g")
-                .replace("parametrizations.weight.original1", "weight_v"): v
-               for k, v in weights.items()}
+    renamed = {
+        k.replace("parametrizations.weight.original0", "weight_g").replace(
+            "parametrizations.weight.original1", "weight_v"
+        ): v
+        for k, v in weights.items()
+    }
     save_file(renamed, f, metadata={"format": "pt"})
 
 

@@ -63,11 +63,21 @@ def test_transcript_and_word_offsets_match_transformers(checkpoints, variant):
         got = loaded.tokenizer.decode(ids)
         assert got.text == want.text
         assert [(w.word, w.start, w.end) for w in got.words] == [
-            (w["word"], w["start_offset"], w["end_offset"]) for w in want.word_offsets]
+            (w["word"], w["start_offset"], w["end_offset"]) for w in want.word_offsets
+        ]
 
 
-@pytest.mark.parametrize("variant", ["ctc-group", "ctc-layer-stable-bias-bin", "classify-weighted",
-                                     "frames-weighted", "xvector", "ctc-add-adapter"])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "ctc-group",
+        "ctc-layer-stable-bias-bin",
+        "classify-weighted",
+        "frames-weighted",
+        "xvector",
+        "ctc-add-adapter",
+    ],
+)
 def test_batch_invariance(checkpoints, variant):
     """A clip alone and inside batches of 1..16 clips of other lengths gives the same output."""
     loaded = load_model(str(checkpoints(variant)))

@@ -99,7 +99,7 @@ def _gpu_sdpa(dtype: torch.dtype) -> AttentionFn:
     return run
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def select(kind: str, device_type: str, dtype: torch.dtype) -> tuple[str, AttentionFn]:
     """Resolves auto/eager/sdpa/flash to the kernel that will run, and names it."""
     if kind in ("flash", "auto") and device_type == "cuda" and dtype != torch.float32:

@@ -19,8 +19,21 @@ TASKS = {
     "Wav2Vec2Model": "embed",
 }
 ACTIVATIONS = {
-    "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "quick_gelu", "relu", "relu6",
-    "silu", "swish", "mish", "tanh", "sigmoid", "linear", "leaky_relu", "elu",
+    "gelu",
+    "gelu_new",
+    "gelu_fast",
+    "gelu_pytorch_tanh",
+    "quick_gelu",
+    "relu",
+    "relu6",
+    "silu",
+    "swish",
+    "mish",
+    "tanh",
+    "sigmoid",
+    "linear",
+    "leaky_relu",
+    "elu",
 }
 
 
@@ -113,7 +126,9 @@ class Wav2Vec2Config:
         frames_needed = 1
         if self.architecture == "Wav2Vec2ForXVector":
             # TDNN shrinks the sequence; the std pooling needs at least two frames left.
-            frames_needed = 2 + sum(d * (k - 1) for k, d in zip(self.tdnn_kernel, self.tdnn_dilation))
+            frames_needed = 2 + sum(
+                d * (k - 1) for k, d in zip(self.tdnn_kernel, self.tdnn_dilation)
+            )
         n = 1
         while self.num_frames(n) < frames_needed:
             n += 1
@@ -126,8 +141,11 @@ class Wav2Vec2Config:
         if self.model_type != "wav2vec2":
             raise bad("model_type", "only 'wav2vec2' checkpoints are supported")
         if self.architecture == "Wav2Vec2ForPreTraining":
-            raise bad("architectures", "a pre-training checkpoint has no serving head; fine-tune it "
-                      "or load it as Wav2Vec2Model for embeddings")
+            raise bad(
+                "architectures",
+                "a pre-training checkpoint has no serving head; fine-tune it "
+                "or load it as Wav2Vec2Model for embeddings",
+            )
         if self.architecture not in TASKS:
             raise bad("architectures", f"supported heads are {sorted(TASKS)}")
         if self.feat_extract_norm not in ("group", "layer"):
@@ -146,7 +164,8 @@ class Wav2Vec2Config:
         if self.architecture == "Wav2Vec2ForCTC" and not self.vocab_size:
             raise bad("vocab_size", "a CTC head needs a vocabulary size")
         if self.add_adapter and self.architecture in (
-            "Wav2Vec2ForSequenceClassification", "Wav2Vec2ForAudioFrameClassification"
+            "Wav2Vec2ForSequenceClassification",
+            "Wav2Vec2ForAudioFrameClassification",
         ):
             raise bad("add_adapter", f"{self.architecture} does not support adapters")
 
@@ -154,8 +173,15 @@ class Wav2Vec2Config:
     def from_dict(cls, raw: dict[str, Any]) -> Wav2Vec2Config:
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in raw.items() if k in names}
-        for key in ("conv_dim", "conv_stride", "conv_kernel", "tdnn_dim", "tdnn_kernel",
-                    "tdnn_dilation", "architectures"):
+        for key in (
+            "conv_dim",
+            "conv_stride",
+            "conv_kernel",
+            "tdnn_dim",
+            "tdnn_kernel",
+            "tdnn_dilation",
+            "architectures",
+        ):
             if key in known and known[key] is not None:
                 known[key] = tuple(known[key])
         if known.get("architectures") is None:

@@ -57,7 +57,9 @@ class Wav2Vec2ForSequenceClassification(Head):
     def forward(self, waveforms: list[Tensor]) -> Tensor:
         """-> logits (B, num_labels), from the mean of each clip's projected frames."""
         h = self.hidden(waveforms)
-        pooled = torch.stack([x.mean(dim=0) for x in Packed(self.projector(h.data), h.lengths).split()])
+        pooled = torch.stack(
+            [x.mean(dim=0) for x in Packed(self.projector(h.data), h.lengths).split()]
+        )
         return self.classifier(pooled)
 
 

@@ -106,7 +106,9 @@ def _read_file(f: Path) -> dict[str, Tensor]:
         raise ModelError(f"cannot read weights {f}: {exc}") from exc
 
 
-def rename(weights: dict[str, Tensor], config: Wav2Vec2Config, pretraining: bool) -> dict[str, Tensor]:
+def rename(
+    weights: dict[str, Tensor], config: Wav2Vec2Config, pretraining: bool
+) -> dict[str, Tensor]:
     out = {}
     for key, value in weights.items():
         if pretraining and key.startswith(PRETRAINING_ONLY):
@@ -139,16 +141,25 @@ def _cpu_has_amx() -> bool:
     return "AMX" in torch.backends.cpu.get_cpu_capability()
 
 
-def load_model(source: str, *, name: str | None = None, task: str = "auto", device: str = "auto",
-               dtype: str = "auto", attention: str = "auto") -> LoadedModel:
+def load_model(
+    source: str,
+    *,
+    name: str | None = None,
+    task: str = "auto",
+    device: str = "auto",
+    dtype: str = "auto",
+    attention: str = "auto",
+) -> LoadedModel:
     path = resolve(source)
     raw = _read_config(path)
     architecture = (raw.get("architectures") or ["Wav2Vec2Model"])[0]
     pretraining = architecture == "Wav2Vec2ForPreTraining"
     if pretraining:
         if task != "embed":
-            raise ModelError(f"{source} is a Wav2Vec2ForPreTraining checkpoint: pre-training is not "
-                             "a serving task. Serve its encoder with --task embed, or fine-tune it.")
+            raise ModelError(
+                f"{source} is a Wav2Vec2ForPreTraining checkpoint: pre-training is not "
+                "a serving task. Serve its encoder with --task embed, or fine-tune it."
+            )
         raw = {**raw, "architectures": ["Wav2Vec2Model"]}
     config = Wav2Vec2Config.from_dict(raw)
     if task not in ("auto", config.task):
@@ -157,23 +168,32 @@ def load_model(source: str, *, name: str | None = None, task: str = "auto", devi
     weights = rename(read_weights(path), config, pretraining)
     missing, unexpected = _compare(model.state_dict().keys(), weights.keys())
     if missing or unexpected:
-        raise ModelError(f"{path}: weights do not match {config.architecture}: "
-                         f"missing {missing[:8]}, unexpected {unexpected[:8]}")
+        raise ModelError(
+            f"{path}: weights do not match {config.architecture}: "
+            f"missing {missing[:8]}, unexpected {unexpected[:8]}"
+        )
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:  # shape mismatch: config and weights disagree
         raise ModelError(f"{path}: {exc}") from exc
     # Fold the positional conv's weight norm into a plain weight once, not every forward.
     torch.nn.utils.parametrize.remove_parametrizations(
-        model.wav2vec2.encoder.pos_conv_embed.conv, "weight", leave_parametrized=True)
+        model.wav2vec2.encoder.pos_conv_embed.conv, "weight", leave_parametrized=True
+    )
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
     model = model.to(device=dev, dtype=dt).eval().requires_grad_(False)
     model.wav2vec2.set_attention(attention)
     tokenizer = CTCTokenizer.from_dir(path) if config.task == "transcribe" else None
     return LoadedModel(
-        name=name or _default_name(source), source=source, config=config, model=model,
-        features=FeatureExtractor.from_dir(path), tokenizer=tokenizer, device=dev, dtype=dt,
+        name=name or _default_name(source),
+        source=source,
+        config=config,
+        model=model,
+        features=FeatureExtractor.from_dir(path),
+        tokenizer=tokenizer,
+        device=dev,
+        dtype=dt,
     )
 
 
@@ -187,8 +207,9 @@ def _read_config(path: Path) -> dict:
         raise ModelError(f"cannot parse {f}: {exc}") from exc
     architecture = (raw.get("architectures") or ["Wav2Vec2Model"])[0]
     if architecture not in TASKS and architecture != "Wav2Vec2ForPreTraining":
-        raise ModelError(f"{f}: architectures={raw.get('architectures')}: supported heads are "
-                         f"{sorted(TASKS)}")
+        raise ModelError(
+            f"{f}: architectures={raw.get('architectures')}: supported heads are {sorted(TASKS)}"
+        )
     return raw
 
 

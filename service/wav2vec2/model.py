@@ -58,9 +58,12 @@ class ConvLayer(nn.Module):
         super().__init__()
         in_dim = config.conv_dim[i - 1] if i > 0 else 1
         out_dim = config.conv_dim[i]
-        self.conv = nn.Conv1d(in_dim, out_dim, config.conv_kernel[i], config.conv_stride[i],
-                              bias=config.conv_bias)
-        self.norm = config.feat_extract_norm if (config.feat_extract_norm == "layer" or i == 0) else ""
+        self.conv = nn.Conv1d(
+            in_dim, out_dim, config.conv_kernel[i], config.conv_stride[i], bias=config.conv_bias
+        )
+        self.norm = (
+            config.feat_extract_norm if (config.feat_extract_norm == "layer" or i == 0) else ""
+        )
         if self.norm == "layer":
             self.layer_norm: nn.Module = nn.LayerNorm(out_dim, elementwise_affine=True)
         elif self.norm == "group":
@@ -112,8 +115,13 @@ class PositionalConvEmbedding(nn.Module):
     def __init__(self, config: Wav2Vec2Config) -> None:
         super().__init__()
         k = config.num_conv_pos_embeddings
-        conv = nn.Conv1d(config.hidden_size, config.hidden_size, k, padding=k // 2,
-                         groups=config.num_conv_pos_embedding_groups)
+        conv = nn.Conv1d(
+            config.hidden_size,
+            config.hidden_size,
+            k,
+            padding=k // 2,
+            groups=config.num_conv_pos_embedding_groups,
+        )
         # Same parametrization as the checkpoints (keys ...conv.parametrizations.weight.*);
         # loading.py folds it into a plain weight for inference.
         self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
@@ -139,7 +147,9 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, cu: Tensor, max_len: int) -> Tensor:
         n, d = x.shape
-        q, k, v = (p(x).view(n, self.num_heads, -1) for p in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (
+            p(x).view(n, self.num_heads, -1) for p in (self.q_proj, self.k_proj, self.v_proj)
+        )
         assert self.kernel is not None
         out = self.kernel(q, k, v, cu, max_len)  # (N, H, d_head)
         return self.out_proj(out.reshape(n, d))
@@ -274,8 +284,9 @@ class Wav2Vec2Model(nn.Module):
         self.attention_kind = name
         return name
 
-    def forward(self, waveforms: list[Tensor], keep_hidden_states: bool = False
-                ) -> tuple[Packed, list[Tensor]]:
+    def forward(
+        self, waveforms: list[Tensor], keep_hidden_states: bool = False
+    ) -> tuple[Packed, list[Tensor]]:
         """waveforms: B normalised clips (T_i,) -> last hidden state, Packed (N, D')."""
         feats = self.feature_extractor(waveforms)  # (N, C)
         x = feats.with_data(self.feature_projection(feats.data))  # (N, D)

@@ -15,8 +15,18 @@ from typing import Any
 
 from service.errors import ModelError
 
-_CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
-             (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+_CLEANUPS = (
+    (" .", "."),
+    (" ?", "?"),
+    (" !", "!"),
+    (" ,", ","),
+    (" ' ", "'"),
+    (" n't", "n't"),
+    (" 'm", "'m"),
+    (" 's", "'s"),
+    (" 've", "'ve"),
+    (" 're", "'re"),
+)
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,7 @@ class CTCTokenizer:
 
     @classmethod
     def from_dir(cls, path: Path, target_lang: str | None = None) -> CTCTokenizer:
-        """Reads vocab.json (+ tokenizer_config.json, special_tokens_map.json, added_tokens.json)."""
+        """Reads vocab.json and the tokenizer config, special tokens and added tokens files."""
 
         def read(name: str) -> dict[str, Any]:
             f = path / name
@@ -75,8 +85,11 @@ class CTCTokenizer:
         vocab, config = read("vocab.json"), read("tokenizer_config.json")
         if not vocab:
             raise ModelError(f"{path} has no vocab.json: a CTC checkpoint needs its vocabulary")
-        special = {k: _token_text(v) for k, v in read("special_tokens_map.json").items()
-                   if isinstance(v, (str, dict))}
+        special = {
+            k: _token_text(v)
+            for k, v in read("special_tokens_map.json").items()
+            if isinstance(v, (str, dict))
+        }
         lang = target_lang or config.get("target_lang")
         if all(isinstance(v, dict) for v in vocab.values()):  # MMS: one vocabulary per language
             if lang is None:
@@ -111,8 +124,11 @@ class CTCTokenizer:
         for token, run in groupby(tokens):
             n = len(list(run))
             if token != self.pad_token:
-                chars.append(self.replace_word_delimiter_char
-                             if token == self.word_delimiter_token else token)
+                chars.append(
+                    self.replace_word_delimiter_char
+                    if token == self.word_delimiter_token
+                    else token
+                )
                 spans.append((frame, frame + n))
             frame += n
         text = "".join(chars).strip()
