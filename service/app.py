@@ -1,0 +1,146 @@
+"""create_app(settings): the FastAPI app, its lifespan, error handlers and routers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from service import __version__
+from service.engine import Engine
+from service.errors import ServiceError
+from service.lifecycle import Lifecycle
+from service.middleware import RequestMiddleware
+from service.routes import health, predict
+from service.runtime import ModelRuntime
+from service.settings import Settings
+from service.wav2vec2.loading import load_model
+
+log = logging.getLogger(__name__)
+
+
+def load_runtimes(settings: Settings) -> dict[str, ModelRuntime]:
+    runtimes = {}
+    for name, source in settings.model_specs():
+        if name in runtimes:
+            raise ServiceError(f"two models are named {name!r}; use NAME=PATH to tell them apart")
+        loaded = load_model(
+            source,
+            name=name,
+            device=settings.device,
+            dtype=settings.dtype,
+            attention=settings.attention,
+        )
+        engine = Engine(loaded, settings.chunk_seconds, settings.stride_seconds)
+        engine.warmup()
+        runtimes[name] = ModelRuntime(engine, settings)
+        log.info(
+            "loaded %s (%s) from %s on %s/%s, attention %s",
+            name,
+            loaded.task,
+            source,
+            loaded.device,
+            loaded.dtype,
+            loaded.model.wav2vec2.attention_kind,
+        )
+    return runtimes
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    lifecycle = Lifecycle()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtimes = await asyncio.to_thread(load_runtimes, settings)
+        app.state.runtimes = runtimes
+        for runtime in runtimes.values():
+            runtime.batcher.start()
+        lifecycle.set_ready(True)
+        try:
+            yield
+        finally:
+            lifecycle.set_ready(False)
+            await asyncio.gather(
+                *(r.batcher.stop(settings.drain_timeout) for r in runtimes.values())
+            )
+
+    app = FastAPI(
+        title="Wav2Vec2 inference service",
+        version=__version__,
+        lifespan=lifespan,
+        description="Speech recognition with word times, audio classification, frame "
+        "classification and speaker embeddings for Hugging Face Wav2Vec2 checkpoints.",
+    )
+    app.state.settings = settings
+    app.state.lifecycle = lifecycle
+    app.state.runtimes = {}
+    _add_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(predict.router)
+    _include_optional_routers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    app.add_middleware(
+        RequestMiddleware, lifecycle=lifecycle, max_body_bytes=settings.max_upload_bytes + 64 * 1024
+    )  # + multipart framing
+    return app
+
+
+def _include_optional_routers(app: FastAPI) -> None:
+    """Routers of later stages (OpenAI API, streaming, page) when their modules exist."""
+    import importlib
+
+    for name in ("openai", "stream", "page"):
+        try:
+            module = importlib.import_module(f"service.routes.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"service.routes.{name}":
+                raise
+            continue
+        app.include_router(module.router)
+
+
+def error_response(exc: ServiceError) -> JSONResponse:
+    headers = {}
+    if exc.retry_after is not None or exc.status in (429, 503):
+        headers["Retry-After"] = str(max(1, round(exc.retry_after or 1)))
+    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        if exc.status >= 500:
+            log.error("%s: %s", exc.code, exc.message)
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        return error_response(ServiceError(problems, code="invalid_field", status=422))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+        code = codes.get(exc.status_code, "http_error")
+        return error_response(ServiceError(str(exc.detail), code=code, status=exc.status_code))
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return error_response(ServiceError("internal server error"))

@@ -1,0 +1,53 @@
+"""Readiness, draining and in-flight accounting, shared by the app and the server runner."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from service.metrics import READY
+
+log = logging.getLogger(__name__)
+
+
+class Lifecycle:
+    """Not ready -> ready (models loaded and warm) -> draining (SIGTERM) -> stopped."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.draining = False
+        self.inflight = 0  # HTTP requests and WebSocket streams being served
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def set_ready(self, ready: bool) -> None:
+        self.ready = ready
+        READY.set(1 if ready and not self.draining else 0)
+
+    @property
+    def accepting(self) -> bool:
+        return self.ready and not self.draining
+
+    def enter(self) -> None:
+        self.inflight += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.inflight -= 1
+        if self.inflight == 0:
+            self._idle.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Stops intake at once, then waits for what was accepted; True if all finished."""
+        self.draining = True
+        READY.set(0)
+        started = time.monotonic()
+        log.info("draining: %d in flight, waiting up to %.0f s", self.inflight, timeout)
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("drain timeout: %d requests still in flight", self.inflight)
+            return False
+        log.info("drained in %.2f s", time.monotonic() - started)
+        return True

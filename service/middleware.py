@@ -1,0 +1,121 @@
+"""Pure ASGI middleware: body-size limit while reading, draining, timing headers, metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import metrics
+from service.errors import TooLargeError
+from service.lifecycle import Lifecycle
+
+# Paths that stay open while starting and draining (probes and scraping).
+OPS_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, lifecycle: Lifecycle, max_body_bytes: int) -> None:
+        self.app = app
+        self.lifecycle = lifecycle
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if (
+            path in OPS_PATHS
+            or path.startswith("/static")
+            or path in ("/", "/docs", "/openapi.json")
+        ):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        state = scope.setdefault("state", {})
+        status = 500
+        if not self.lifecycle.accepting:
+            await _reject(
+                send,
+                started,
+                "unavailable",
+                "the server is draining" if self.lifecycle.draining else "not ready yet",
+            )
+            self._record(scope, 503, started)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body:
+            await _reject(
+                send, started, "payload_too_large", _too_large(self.max_body).message, 413
+            )
+            self._record(scope, 413, started)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:  # a chunked or lying body: stop reading now
+                    raise _too_large(self.max_body)
+            return message
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers += _timing_headers(state, started)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        self.lifecycle.enter()
+        try:
+            await self.app(scope, limited_receive, timed_send)
+        finally:
+            self.lifecycle.leave()
+            self._record(scope, status, started)
+
+    def _record(self, scope: Scope, status: int, started: float) -> None:
+        route = scope.get("route")
+        endpoint = getattr(route, "path", None) or "unmatched"
+        metrics.REQUESTS.labels(endpoint, str(status)).inc()
+        metrics.REQUEST_DURATION.labels(endpoint).observe(time.perf_counter() - started)
+
+
+def _too_large(limit: int) -> TooLargeError:
+    return TooLargeError(f"the request body is larger than {limit} bytes")
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _timing_headers(state: dict[str, Any], started: float) -> list[tuple[bytes, bytes]]:
+    total = time.perf_counter() - started
+    values = (
+        ("x-queue-time", state.get("queue_time", 0.0)),
+        ("x-inference-time", state.get("inference_time", 0.0)),
+        ("x-total-time", total),
+    )
+    return [(k.encode(), f"{v:.6f}".encode()) for k, v in values]
+
+
+async def _reject(send: Send, started: float, code: str, message: str, status: int = 503) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 503:
+        headers.append((b"retry-after", b"1"))
+    headers += _timing_headers({}, started)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

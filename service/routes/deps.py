@@ -1,0 +1,144 @@
+"""Dependencies shared by the routers: API keys, model choice, audio from the request."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from starlette.datastructures import UploadFile
+
+from service.audio import Audio, decode_audio, decode_pcm
+from service.errors import (
+    BadFieldError,
+    NotFoundError,
+    ServiceError,
+    UnauthorizedError,
+    UnsupportedMediaError,
+)
+from service.runtime import ModelRuntime, Timings
+from service.settings import Settings
+
+RAW_TYPES = ("audio/", "application/octet-stream", "video/")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def require_api_key(request: Request) -> None:
+    """Bearer token check, in constant time per key; open when no keys are configured."""
+    keys: list[str] = request.app.state.settings.api_keys
+    if not keys:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    given = token.strip().encode()
+    ok = False
+    for key in keys:  # no early exit: the time does not tell which key nearly matched
+        ok |= hmac.compare_digest(given, key.encode())
+    if scheme.lower() != "bearer" or not ok:
+        raise UnauthorizedError("a valid API key is required: Authorization: Bearer <key>")
+
+
+def pick_model(request: Request, name: str | None, task: str | None) -> ModelRuntime:
+    """The named model, or the first served model that does `task`."""
+    runtimes: dict[str, ModelRuntime] = request.app.state.runtimes
+    if name:
+        runtime = runtimes.get(name)
+        if runtime is None:
+            raise NotFoundError(
+                f"no model named {name!r}; served: {sorted(runtimes)}", code="model_not_found"
+            )
+        if task and runtime.engine.task != task:
+            raise ServiceError(
+                f"model {name!r} does {runtime.engine.task}, not {task}",
+                code="wrong_task",
+                status=400,
+            )
+        return runtime
+    for runtime in runtimes.values():
+        if task is None or runtime.engine.task == task:
+            return runtime
+    raise NotFoundError(f"no served model does {task}", code="model_not_found")
+
+
+@dataclass
+class Upload:
+    """What a request carried: files by field name and the other fields as text."""
+
+    files: dict[str, bytes]
+    fields: dict[str, str]
+
+    def int_field(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.fields.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise BadFieldError(f"{name} must be an integer, got {raw!r}") from None
+        if not low <= value <= high:
+            raise BadFieldError(f"{name} must be between {low} and {high}, got {value}")
+        return value
+
+
+async def read_upload(request: Request, file_fields: tuple[str, ...] = ("file",)) -> Upload:
+    """Multipart form (files under file_fields) or the raw body as the first file field."""
+    fields: dict[str, str] = dict(request.query_params)
+    files: dict[str, bytes] = {}
+    ctype = request.headers.get("content-type", "").lower()
+    if ctype.startswith("multipart/form-data"):
+        form = await request.form(max_files=len(file_fields) + 2, max_fields=50)
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if key in file_fields:
+                    files[key] = await value.read()
+            else:
+                fields[key] = value
+    elif ctype.startswith(RAW_TYPES) or (not ctype and file_fields == ("file",)):
+        files[file_fields[0]] = await request.body()
+    elif ctype.startswith("application/x-www-form-urlencoded"):
+        raise BadFieldError(
+            "send the audio as a multipart 'file' field or as the raw body", code="missing_file"
+        )
+    else:
+        raise UnsupportedMediaError(
+            f"unsupported Content-Type {ctype!r}: use multipart/form-data "
+            "or the raw audio with an audio/* type"
+        )
+    for name in file_fields:
+        if name not in files:
+            raise BadFieldError(
+                f"the request has no audio in the {name!r} field", code="missing_file"
+            )
+    return Upload(files, fields)
+
+
+async def decode(upload: Upload, field: str, runtime: ModelRuntime, settings: Settings) -> Audio:
+    """The field's bytes -> mono float32 at the model's rate, decoded off the event loop."""
+    data = upload.files[field]
+    engine = runtime.engine
+    common: dict[str, Any] = dict(
+        target_rate=engine.sampling_rate,
+        max_seconds=settings.max_audio_seconds,
+        min_samples=engine.min_samples,
+    )
+    encoding = upload.fields.get("encoding")
+    if encoding:
+        rate = upload.int_field("sample_rate", 0, 1, 10**9)
+        if rate == 0:
+            raise BadFieldError("raw PCM needs a sample_rate field", code="missing_sample_rate")
+        channels = upload.int_field("channels", 1, 1, 1024)
+        return await asyncio.to_thread(decode_pcm, data, rate, encoding, channels, **common)
+    return await asyncio.to_thread(decode_audio, data, **common)
+
+
+def record_timings(request: Request, timings: Timings) -> None:
+    """Echoed as x-queue-time / x-inference-time by the middleware."""
+    request.state.queue_time = timings.queue
+    request.state.inference_time = timings.inference

@@ -1,0 +1,33 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.metrics import REGISTRY
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """200 while the process lives."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request, response: Response) -> dict[str, str]:
+    """200 once models are loaded and warm; 503 before that and while draining."""
+    lifecycle = request.app.state.lifecycle
+    if lifecycle.accepting:
+        return {"status": "ready"}
+    response.status_code = 503
+    response.headers["Retry-After"] = "1"
+    return {"status": "draining" if lifecycle.draining else "starting"}
+
+
+@router.get("/metrics")
+async def metrics() -> Response:
+    """Prometheus text format."""
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,99 @@
+"""REST inference: transcribe, classify, embed, frames, verify, and the model list."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+
+from service.routes.deps import (
+    SettingsDep,
+    decode,
+    pick_model,
+    read_upload,
+    record_timings,
+    require_api_key,
+)
+from service.runtime import Timings
+from service.schemas import ModelCard, Prediction, VerifyResult
+
+router = APIRouter(prefix="/v1", tags=["inference"], dependencies=[Depends(require_api_key)])
+
+AUDIO_BODY = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "model": {"type": "string"},
+                        "top_k": {"type": "integer"},
+                        "sample_rate": {"type": "integer"},
+                        "encoding": {"type": "string"},
+                    },
+                }
+            },
+            "audio/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+        "required": True,
+    }
+}
+
+
+async def _predict(request: Request, settings: SettingsDep, task: str) -> Prediction:
+    upload = await read_upload(request)
+    runtime = pick_model(request, upload.fields.get("model"), task)
+    top_k = upload.int_field("top_k", 5, 1, 10_000)
+    audio = await decode(upload, "file", runtime, settings)
+    prediction, timings = await runtime.predict(audio.samples, audio.duration, top_k=top_k)
+    record_timings(request, timings)
+    return prediction
+
+
+def _route(task: str, summary: str):  # one endpoint per task, same body
+    async def endpoint(request: Request, settings: SettingsDep) -> Prediction:
+        return await _predict(request, settings, task)
+
+    endpoint.__doc__ = summary
+    return endpoint
+
+
+for _task, _path, _summary in (
+    ("transcribe", "/transcribe", "Speech to text with word start and end times (CTC)."),
+    ("classify", "/classify", "Audio classification: labels with softmax scores, best first."),
+    ("embed", "/embed", "A speaker (XVector) or mean hidden-state embedding of the clip."),
+    ("frames", "/frames", "Frame classification: labelled segments where a label is active."),
+):
+    router.add_api_route(
+        _path,
+        _route(_task, _summary),
+        methods=["POST"],
+        response_model=Prediction,
+        response_model_exclude_none=True,
+        openapi_extra=AUDIO_BODY,
+        summary=_summary,
+        name=_task,
+    )
+
+
+@router.post("/verify", response_model=VerifyResult)
+async def verify(request: Request, settings: SettingsDep) -> VerifyResult:
+    """Speaker verification: cosine similarity of the embeddings of file1 and file2."""
+    upload = await read_upload(request, ("file1", "file2"))
+    runtime = pick_model(request, upload.fields.get("model"), "embed")
+    a = await decode(upload, "file1", runtime, settings)
+    b = await decode(upload, "file2", runtime, settings)
+    (pa, ta), (pb, tb) = [await runtime.predict(x.samples, x.duration) for x in (a, b)]
+    record_timings(request, Timings(ta.queue + tb.queue, ta.inference + tb.inference))
+    ea, eb = np.asarray(pa.embedding), np.asarray(pb.embedding)
+    score = float(ea @ eb / max(np.linalg.norm(ea) * np.linalg.norm(eb), 1e-12))
+    threshold = settings.verify_threshold
+    return VerifyResult(score=score, same_speaker=score >= threshold, threshold=threshold)
+
+
+@router.get("/models")
+async def models(request: Request) -> dict[str, object]:
+    """The served models with their task, labels and sampling rate."""
+    cards: list[ModelCard] = [r.card() for r in request.app.state.runtimes.values()]
+    return {"object": "list", "data": [c.model_dump(exclude_none=True) for c in cards]}

@@ -1,0 +1,62 @@
+"""uvicorn with a graceful drain: SIGTERM -> not ready, refuse new work, finish, exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Generator
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from service.lifecycle import Lifecycle
+
+log = logging.getLogger(__name__)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn stops listening at once on SIGTERM; we first drain with the socket open so
+    /readyz can answer 503 and load balancers see the pod leave, then let uvicorn stop."""
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, drain_timeout: float):
+        super().__init__(config)
+        self.lifecycle = lifecycle
+        self.drain_timeout = drain_timeout
+        self._drain_task: asyncio.Task[None] | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # uvicorn re-raises the captured signal after shutdown, which would make the exit
+        # status 143 instead of 0; a drained server has done what SIGTERM asked.
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_task is not None:  # a second signal: stop now
+            self.force_exit = self.should_exit = True
+            return
+        loop = asyncio.get_event_loop()
+        self._drain_task = loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        await self.lifecycle.drain(self.drain_timeout)
+        self.should_exit = True
+
+
+def run(app: FastAPI, host: str, port: int, log_level: str, drain_timeout: float) -> None:
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5
+    )
+    DrainingServer(config, app.state.lifecycle, drain_timeout).run()
