@@ -1,0 +1,94 @@
+"""`python -m service predict`: one JSON line per file, errors per file, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from service.audio import encode_wav
+from tests.checkpoints import speech_like
+
+
+def run_predict(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "service", "predict", "--no-progress", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def files(tmp_path):
+    good = tmp_path / "good.wav"
+    good.write_bytes(encode_wav(speech_like(1.5), 16_000))
+    stereo = tmp_path / "stereo44k.flac"
+    sf.write(stereo, np.stack([speech_like(1.2, 1, 44_100)] * 2, axis=1), 44_100)
+    bad = {
+        "empty.wav": b"",
+        "not-audio.wav": b"this is a text file, not audio\n" * 10,
+        "truncated.wav": encode_wav(speech_like(1.0), 16_000)[:30],
+        "short.wav": encode_wav(speech_like(0.01), 16_000),
+    }
+    for name, data in bad.items():
+        (tmp_path / name).write_bytes(data)
+    nan = tmp_path / "nan.wav"
+    samples = speech_like(1.0)
+    samples[100] = np.nan
+    sf.write(nan, samples, 16_000, subtype="FLOAT")
+    return good, stereo, [tmp_path / n for n in bad] + [nan]
+
+
+def test_bad_files_get_an_error_line_each_and_the_rest_succeed(checkpoints, files):
+    good, stereo, bad = files
+    paths = [str(good), *map(str, bad), str(stereo)]
+    result = run_predict("--model", str(checkpoints("ctc-group")), *paths)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["file"] for line in lines] == paths  # input order
+    assert "text" in lines[0] and "text" in lines[-1]
+    codes = [line["error"]["code"] for line in lines[1:-1]]
+    assert codes == [
+        "empty_audio",
+        "unsupported_media_type",
+        "undecodable_audio",
+        "audio_too_short",
+        "non_finite_audio",
+    ]
+    assert lines[-1]["duration"] == pytest.approx(1.2, abs=1e-3)
+
+
+def test_task_auto_env_model_and_output_file(checkpoints, files, tmp_path):
+    good, _, _ = files
+    out = tmp_path / "results.jsonl"
+    env = {"W2V_MODEL": f"speaker={checkpoints('xvector')}"}
+    result = run_predict(str(good), "--output", str(out), env=env)
+    assert result.returncode == 0, result.stderr
+    (line,) = [json.loads(x) for x in out.read_text().splitlines()]
+    assert line["model"] == "speaker" and line["task"] == "embed"
+    assert len(line["embedding"]) == 20
+
+
+def test_classify_top_k(checkpoints, files):
+    good, _, _ = files
+    result = run_predict(
+        "--model", str(checkpoints("classify-weighted")), "--top-k", "2", str(good)
+    )
+    (line,) = [json.loads(x) for x in result.stdout.splitlines()]
+    assert [label["label"] for label in line["labels"]][:2] and len(line["labels"]) == 2
+    assert line["labels"][0]["score"] >= line["labels"][1]["score"]
+
+
+def test_unloadable_model_is_one_clear_line(tmp_path, files):
+    good, _, _ = files
+    result = run_predict("--model", str(tmp_path), str(good))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "no config.json" in result.stderr
