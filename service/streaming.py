@@ -1,0 +1,352 @@
+"""Streaming transcription state: client PCM -> model windows -> CTC frames -> partials, finals.
+
+Wav2Vec2 sees a whole clip, so a stream is chunked inference with context: each step runs the
+model on [left context | chunk | lookahead] and keeps the CTC frames of the chunk only. Windows
+start on frame boundaries (multiples of samples_per_frame), so frame j of a window starting at
+stream frame a is stream frame a + j, and the kept frames line up with the whole clip's frames.
+
+Committed frames never change. They collect in the open segment until a pause, a run of
+`pause` frames whose greedy token is the CTC blank or the word delimiter, closes it (the cut
+lies inside the run, so no character and no collapsed repeat is split), or until the segment
+reaches `max_segment` frames (cut after its last word delimiter). A closed segment is decoded
+alone and sent as a `final`; the finals joined by single spaces are the offline transcript
+(whitespace runs aside) wherever the windowed frames equal the whole clip's.
+
+Nothing here knows about FastAPI: `infer` is any coroutine from window samples to logits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import soxr
+
+from service.audio import MAX_RATE, MIN_RATE, RESAMPLE_QUALITY
+from service.metrics import STREAM_LATENCY
+from service.wav2vec2.tokenizer import CTCTokenizer
+
+Infer = Callable[[np.ndarray], Awaitable[np.ndarray]]  # (samples,) -> (frames, vocab) logits
+Message = dict[str, Any]
+
+# WebSocket close codes (RFC 6455 and IANA's registry)
+NORMAL, POLICY, TOO_BIG, INTERNAL, TRY_LATER = 1000, 1008, 1009, 1011, 1013
+ENCODINGS = {"pcm_s16le": np.dtype("<i2"), "pcm_f32le": np.dtype("<f4")}
+
+
+class StreamError(Exception):
+    """Ends a stream: sent as an `error` message, then the socket closes with close_code."""
+
+    def __init__(self, code: str, message: str, close_code: int = POLICY) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.close_code = close_code
+
+    def to_message(self) -> Message:
+        return {"type": "error", "code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """The optional first text frame; omitted, binary audio is 16 kHz pcm_s16le."""
+
+    sample_rate: int = 16_000
+    encoding: str = "pcm_s16le"
+    model: str | None = None
+    interim_results: bool = True
+
+
+def parse_control(text: str) -> Message:
+    """A client text frame -> a JSON object with a string `type`, or StreamError."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        raise StreamError("invalid_json", "text frames must be JSON objects") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise StreamError("invalid_message", 'a text frame needs a "type": "start" or "stop"')
+    return message
+
+
+def parse_start(message: Message) -> StartRequest:
+    """Validate a start message's fields (unknown fields are ignored)."""
+    rate = message.get("sample_rate", 16_000)
+    if not isinstance(rate, int) or isinstance(rate, bool) or not MIN_RATE <= rate <= MAX_RATE:
+        raise StreamError(
+            "invalid_sample_rate", f"sample_rate must be an integer in {MIN_RATE}..{MAX_RATE} Hz"
+        )
+    encoding = message.get("encoding", "pcm_s16le")
+    if encoding not in ENCODINGS:
+        raise StreamError(
+            "invalid_encoding", f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}"
+        )
+    model = message.get("model")
+    if model is not None and not isinstance(model, str):
+        raise StreamError("invalid_field", "model must be a string")
+    interim = message.get("interim_results", True)
+    if not isinstance(interim, bool):
+        raise StreamError("invalid_field", "interim_results must be true or false")
+    return StartRequest(rate, encoding, model or None, interim)
+
+
+class PcmDecoder:
+    """Raw little-endian PCM frames -> float32 at the model's rate, state kept across frames."""
+
+    def __init__(self, encoding: str, rate: int, target_rate: int) -> None:
+        self.dtype = ENCODINGS[encoding]
+        self.rate = rate
+        self.samples_in = 0  # input samples so far, for the stream's duration
+        self._rest = b""  # a sample split across two messages
+        self._resampler = (
+            None
+            if rate == target_rate
+            else soxr.ResampleStream(
+                rate, target_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY
+            )
+        )
+
+    def decode(self, data: bytes) -> np.ndarray:
+        if self._rest:
+            data = self._rest + data
+        whole = len(data) - len(data) % self.dtype.itemsize
+        self._rest = data[whole:]
+        x = np.frombuffer(data, self.dtype, count=whole // self.dtype.itemsize)
+        x = x.astype(np.float32)
+        if self.dtype.kind == "i":
+            x *= 1 / 32768
+        elif not np.isfinite(x).all():
+            raise StreamError("non_finite_audio", "audio contains NaN or infinite samples")
+        self.samples_in += len(x)
+        return self._resample(x, last=False)
+
+    def flush(self) -> np.ndarray:
+        """The resampler's tail; a dangling partial sample is a truncated frame and dropped."""
+        return self._resample(np.zeros(0, np.float32), last=True)
+
+    def _resample(self, x: np.ndarray, last: bool) -> np.ndarray:
+        if self._resampler is None:
+            return x
+        return np.asarray(self._resampler.resample_chunk(x, last=last), np.float32)
+
+
+@dataclass(frozen=True)
+class Windowing:
+    """Window geometry in model frames; step and min_samples in samples."""
+
+    step: int  # samples per output frame
+    min_samples: int  # samples that give one frame (the receptive field)
+    chunk: int
+    left: int
+    lookahead: int
+    pause: int
+    max_segment: int
+    parallel: int = 4
+    num_frames: Callable[[int], int] | None = None  # the model's length arithmetic
+
+    def frames_in(self, samples: int) -> int:
+        if self.num_frames is not None:
+            return self.num_frames(samples) if samples >= self.min_samples else 0
+        return 0 if samples < self.min_samples else (samples - self.min_samples) // self.step + 1
+
+    def samples_for(self, frames: int) -> int:
+        """Fewest samples from a frame boundary that give `frames` frames."""
+        n = (frames - 1) * self.step + self.min_samples
+        while self.frames_in(n) < frames:  # adapters round differently; rarely loops
+            n += self.step
+        return n
+
+
+class Stream:
+    """One stream's audio since the left context, its open segment, and what to send next."""
+
+    def __init__(
+        self,
+        windowing: Windowing,
+        tokenizer: CTCTokenizer,
+        frame_seconds: float,
+        infer: Infer,
+        *,
+        interim: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.w = windowing
+        self.tokenizer = tokenizer
+        self.frame_seconds = frame_seconds
+        self.infer = infer
+        self.interim = interim
+        self.clock = clock
+        vocab = max(tokenizer.id_to_token) + 1
+        self._silent = np.zeros(vocab + 1, bool)  # by id; the last slot for unknown ids
+        for i, tok in tokenizer.id_to_token.items():
+            self._silent[i] = tok in (tokenizer.pad_token, tokenizer.word_delimiter_token)
+        ids = tokenizer.id_to_token.items()
+        self._delimiters = [i for i, t in ids if t == tokenizer.word_delimiter_token]
+        self._pads = [i for i, t in ids if t == tokenizer.pad_token]
+        self.received = 0  # samples at the model's rate
+        self.done = 0  # frames committed
+        self.peak_pending = 0  # most uncommitted samples held (the back-pressure bound)
+        self._base = 0  # stream sample of self._audio[0], on a frame boundary
+        self._audio = np.zeros(0, np.float32)
+        self._parts: list[np.ndarray] = []
+        self.seg_start = 0  # first frame of the open segment
+        self._ids = np.zeros(0, np.int64)  # committed ids of the open segment
+        self._tail = np.zeros(0, np.int64)  # tentative ids from the last lookahead
+        self._partial = ""
+        self._covered = 0  # samples the last partial covered
+        self._ends: list[int] = []  # arrival log: stream sample ends of received frames ...
+        self._times: list[float] = []  # ... and when they arrived
+
+    @property
+    def pending_samples(self) -> int:
+        """Samples received and not yet committed as frames."""
+        return self.received - self.done * self.w.step
+
+    def feed(self, samples: np.ndarray) -> None:
+        if not len(samples):
+            return
+        self._parts.append(samples)
+        self.received += len(samples)
+        self._ends.append(self.received)
+        self._times.append(self.clock())
+        self.peak_pending = max(self.peak_pending, self.pending_samples)
+
+    async def advance(self) -> list[Message]:
+        """Run every chunk whose lookahead has arrived; the finals and partial to send."""
+        out: list[Message] = []
+        w = self.w
+        while self.received >= w.samples_for(self.done + w.chunk + w.lookahead):
+            firsts = [self.done]
+            while len(firsts) < w.parallel and self.received >= w.samples_for(
+                firsts[-1] + 2 * w.chunk + w.lookahead
+            ):
+                firsts.append(firsts[-1] + w.chunk)
+            ends = [f + w.chunk for f in firsts]
+            needs = [self._window(f, w.samples_for(e + w.lookahead)) for f, e in zip(firsts, ends)]
+            for (a, logits), f, e in zip(await asyncio.gather(*needs), firsts, ends):
+                out += self._commit(logits.argmax(axis=-1), a, f, e)
+            self._trim()
+        if self.interim:
+            out += self._partial_message()
+        return out
+
+    async def finish(self) -> list[Message]:
+        """No more audio: commit every frame left, close the open segment."""
+        out = [m for m in await self.advance() if m["type"] == "final"]
+        total = self.w.frames_in(self.received)
+        if total > self.done:
+            a, logits = await self._window(self.done, self.received)
+            out += self._commit(logits.argmax(axis=-1), a, self.done, total)
+        self._tail = self._tail[:0]
+        return out + self._close(len(self._ids))
+
+    async def _window(self, first: int, end: int) -> tuple[int, np.ndarray]:
+        """Logits of samples [a * step, end), a = first - left context; returns (a, logits)."""
+        if self._parts:
+            self._audio = np.concatenate([self._audio, *self._parts])
+            self._parts = []
+        a = max(0, first - self.w.left, self._base // self.w.step)
+        lo = a * self.w.step - self._base
+        return a, await self.infer(self._audio[lo : end - self._base])
+
+    def _commit(self, ids: np.ndarray, a: int, first: int, end: int) -> list[Message]:
+        self._ids = np.concatenate([self._ids, ids[first - a : end - a]])
+        self._tail = ids[end - a :]
+        self.done = end
+        return self._segments()
+
+    def _trim(self) -> None:
+        """Forget audio older than the next window's left context and old arrival entries."""
+        keep = max(0, self.done - self.w.left) * self.w.step
+        if keep > self._base:
+            self._audio = self._audio[keep - self._base :].copy()
+            self._base = keep
+        old = bisect.bisect_right(self._ends, min(self.seg_start * self.w.step, self._covered))
+        del self._ends[:old], self._times[:old]
+
+    def _segments(self) -> list[Message]:
+        """Close segments at pauses and at the maximum length."""
+        out: list[Message] = []
+        while True:
+            cut = self._pause_cut()
+            if cut is None and len(self._ids) >= self.w.max_segment:
+                cut = self._forced_cut()
+            if cut is None:
+                return out
+            out += self._close(cut)
+
+    def _pause_cut(self) -> int | None:
+        silent = self._silent[np.minimum(self._ids, len(self._silent) - 1)]
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], silent.astype(np.int8), [0]])))
+        for start, end in zip(edges[::2], edges[1::2]):
+            if end - start < self.w.pause:
+                continue
+            if start == 0:  # leading silence: drop it, keeping a little before speech
+                cut = int(end) - self.w.pause // 2
+                return cut if cut > 0 else None
+            return int(start) + self.w.pause // 2
+        return None
+
+    def _forced_cut(self) -> int:
+        """After the last word delimiter of the first max_segment frames, else the last blank."""
+        head = self._ids[: self.w.max_segment]
+        for ids in (self._delimiters, self._pads):
+            hits = np.flatnonzero(np.isin(head, ids))
+            if len(hits):
+                return int(hits[-1]) + 1
+        return len(head)
+
+    def _close(self, cut: int) -> list[Message]:
+        """Decode frames [seg_start, seg_start + cut) alone as a final (none when silent)."""
+        ids, self._ids = self._ids[:cut], self._ids[cut:]
+        start, self.seg_start = self.seg_start, self.seg_start + cut
+        decoded = self.tokenizer.decode(ids.tolist())
+        if not decoded.text:
+            return []
+        fs = self.frame_seconds
+        words = [
+            {
+                "word": w.word,
+                "start": round((start + w.start) * fs, 3),
+                "end": round((start + w.end) * fs, 3),
+            }
+            for w in decoded.words
+        ]
+        self._observe("final", self.seg_start * self.w.step - 1)
+        end = round(self.seg_start * fs, 3)
+        return [
+            {
+                "type": "final",
+                "text": decoded.text,
+                "words": words,
+                "start": round(start * fs, 3),
+                "end": end,
+            }
+        ]
+
+    def _partial_message(self) -> list[Message]:
+        text = self.tokenizer.decode(np.concatenate([self._ids, self._tail]).tolist()).text
+        if text == self._partial:
+            return []
+        self._partial = text
+        covered = min(self.received, (self.done + len(self._tail)) * self.w.step)
+        self._observe("partial", self._covered)
+        self._covered = covered
+        return [
+            {
+                "type": "partial",
+                "text": text,
+                "start": round(self.seg_start * self.frame_seconds, 3),
+            }
+        ]
+
+    def _observe(self, kind: str, sample: int) -> None:
+        """Seconds since the given sample arrived (the oldest audio the message covers)."""
+        i = bisect.bisect_right(self._ends, max(0, sample))
+        if i < len(self._times):
+            STREAM_LATENCY.labels(kind).observe(self.clock() - self._times[i])
