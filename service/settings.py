@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     stream_left_context_seconds: float = Field(4.0, ge=0)
     stream_lookahead_seconds: float = Field(0.5, ge=0)
     stream_max_segment_seconds: float = Field(20.0, gt=0)
+    # A segment ends (a final is sent) after this much CTC blank/delimiter output: a pause.
+    stream_pause_seconds: float = Field(0.5, gt=0)
+    # Windows of one stream submitted together when it has a backlog (a client sending faster
+    # than real time); they share forward passes with other streams and REST clips.
+    stream_parallel_windows: int = Field(4, ge=1)
 
     # Security and lifecycle
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
