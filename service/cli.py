@@ -92,16 +92,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(settings: Settings) -> int:
-    import uvicorn
-
+    from service import server
     from service.app import create_app
 
-    uvicorn.run(
+    # The draining runner, not uvicorn.run: SIGTERM must turn /readyz 503 and finish the
+    # accepted requests with the socket still open, then exit 0.
+    server.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=settings.drain_timeout,
+        drain_timeout=settings.drain_timeout,
     )
     return 0
 

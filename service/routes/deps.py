@@ -14,7 +14,6 @@ from service.audio import Audio, decode_audio, decode_pcm
 from service.errors import (
     BadFieldError,
     NotFoundError,
-    ServiceError,
     UnauthorizedError,
     UnsupportedMediaError,
 )
@@ -55,10 +54,9 @@ def pick_model(request: Request, name: str | None, task: str | None) -> ModelRun
                 f"no model named {name!r}; served: {sorted(runtimes)}", code="model_not_found"
             )
         if task and runtime.engine.task != task:
-            raise ServiceError(
-                f"model {name!r} does {runtime.engine.task}, not {task}",
-                code="wrong_task",
-                status=400,
+            # A field whose value does not fit the endpoint: 422, like any bad field.
+            raise BadFieldError(
+                f"model {name!r} does {runtime.engine.task}, not {task}", code="wrong_task"
             )
         return runtime
     for runtime in runtimes.values():
