@@ -1,0 +1,220 @@
+"""OpenAI-compatible POST /v1/audio/transcriptions, so the official `openai` client works.
+
+Field by field (OpenAI's names, the `openai` package's TranscriptionVerbose types):
+
+- `model`: a served model's name selects it. OpenAI's own model names (`whisper-*`,
+  `gpt-*transcribe*`), as code written for OpenAI sends, and an empty value mean the first
+  served transcription model; any other unknown name is a 404, so a typo in a served name is
+  not silently answered by another model. The model used is echoed in `x-model`.
+- `response_format`: json (default) `{"text"}`; text (the transcript and a newline, as OpenAI
+  sends it); verbose_json; srt; vtt. Anything else (diarized_json too) is a 422.
+- `timestamp_granularities[]` (repeatable; `timestamp_granularities` too): word and/or segment,
+  default segment; used by verbose_json only, as OpenAI does.
+- `language`, `prompt`, `temperature`, `include[]`, `chunking_strategy`: accepted and ignored:
+  greedy CTC has no prompt, no sampling and no language switch. `language` is echoed as
+  verbose_json's `language` ("unknown" without it: a CTC checkpoint does not detect one).
+  `temperature` must still be a number in [0, 1]. `stream=true` is a 422 (no SSE here; use the
+  WebSocket /v1/stream).
+
+Segments (verbose_json, srt, vtt) are runs of words split at pauses over 0.5 s, every 12 words
+or 7 s. Their Whisper-only fields are filled honestly: `tokens` [] (CTC characters are no
+Whisper tokens), `seek` 0 (no 30-s seek windows), `temperature` 0 (greedy), `avg_logprob` 0
+and `no_speech_prob` 0 (not computed; 0 reads as "keep" to Whisper's thresholds), and
+`compression_ratio` Whisper's own text / zlib(text) ratio.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from service.errors import BadFieldError, NotFoundError
+from service.routes.deps import (
+    SettingsDep,
+    decode,
+    pick_model,
+    read_upload,
+    record_timings,
+    require_api_key,
+)
+from service.runtime import ModelRuntime
+from service.schemas import Prediction, Word
+
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
+
+FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
+GRANULARITIES = ("word", "segment")
+OPENAI_MODEL = re.compile(r"^(whisper-.*|gpt-.*transcribe.*)$")
+SEGMENT_PAUSE = 0.5  # seconds of silence between words that start a new segment
+SEGMENT_WORDS = 12
+SEGMENT_SECONDS = 7.0
+
+OPENAPI_BODY = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "model": {"type": "string"},
+                        "response_format": {"type": "string", "enum": list(FORMATS)},
+                        "timestamp_granularities[]": {
+                            "type": "array",
+                            "items": {"type": "string", "enum": list(GRANULARITIES)},
+                        },
+                        "language": {"type": "string"},
+                        "prompt": {"type": "string"},
+                        "temperature": {"type": "number"},
+                    },
+                }
+            }
+        },
+        "required": True,
+    }
+}
+
+
+def segments(words: Sequence[Word], text: str, duration: float) -> list[dict[str, Any]]:
+    """Words grouped at pauses, OpenAI's TranscriptionSegment fields each."""
+    groups: list[list[Word]] = []
+    for word in words:
+        current = groups[-1] if groups else None
+        if (
+            current is None
+            or word.start - current[-1].end > SEGMENT_PAUSE
+            or len(current) >= SEGMENT_WORDS
+            or word.end - current[0].start > SEGMENT_SECONDS
+        ):
+            groups.append([word])
+        else:
+            current.append(word)
+    spans = [(g[0].start, g[-1].end, " ".join(w.word for w in g)) for g in groups]
+    if not spans and text.strip():  # text without word times: one segment for the clip
+        spans = [(0.0, duration, text.strip())]
+    return [
+        {
+            "id": i,
+            "seek": 0,
+            "start": start,
+            "end": end,
+            "text": seg_text,
+            "tokens": [],
+            "temperature": 0.0,
+            "avg_logprob": 0.0,
+            "compression_ratio": _compression_ratio(seg_text),
+            "no_speech_prob": 0.0,
+        }
+        for i, (start, end, seg_text) in enumerate(spans)
+    ]
+
+
+def _compression_ratio(text: str) -> float:
+    data = text.encode()
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def timestamp(seconds: float, separator: str) -> str:
+    """HH:MM:SS,mmm (srt) or HH:MM:SS.mmm (vtt)."""
+    ms = max(0, round(seconds * 1000))
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    secs, ms = divmod(ms, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{ms:03d}"
+
+
+def subtitles(prediction: Prediction, kind: str) -> str:
+    """The segments as SubRip (srt) or WebVTT (vtt) cues."""
+    sep = "," if kind == "srt" else "."
+    cues = []
+    for seg in segments(prediction.words or [], prediction.text or "", prediction.duration):
+        times = f"{timestamp(seg['start'], sep)} --> {timestamp(seg['end'], sep)}"
+        number = f"{seg['id'] + 1}\n" if kind == "srt" else ""
+        cues.append(f"{number}{times}\n{seg['text']}\n\n")
+    return ("WEBVTT\n\n" if kind == "vtt" else "") + "".join(cues)
+
+
+def render(
+    prediction: Prediction,
+    response_format: str,
+    granularities: Sequence[str] = ("segment",),
+    language: str | None = None,
+) -> Response:
+    """A transcription Prediction in one of OpenAI's response formats."""
+    text = prediction.text or ""
+    if response_format == "json":
+        return JSONResponse({"text": text, "usage": _usage(prediction)})
+    if response_format == "text":
+        return PlainTextResponse(text + "\n")
+    if response_format in ("srt", "vtt"):
+        media = "text/vtt" if response_format == "vtt" else "text/plain"
+        return PlainTextResponse(subtitles(prediction, response_format), media_type=media)
+    body: dict[str, Any] = {
+        "task": "transcribe",
+        "language": language or "unknown",
+        "duration": prediction.duration,
+        "text": text,
+    }
+    words = prediction.words or []
+    if "word" in granularities:
+        body["words"] = [w.model_dump() for w in words]
+    if "segment" in granularities:
+        body["segments"] = segments(words, text, prediction.duration)
+    body["usage"] = _usage(prediction)
+    return JSONResponse(body)
+
+
+def _usage(prediction: Prediction) -> dict[str, Any]:
+    return {"type": "duration", "seconds": prediction.duration}
+
+
+def _model(request: Request, name: str) -> ModelRuntime:
+    if name and (name in request.app.state.runtimes or not OPENAI_MODEL.match(name)):
+        return pick_model(request, name, "transcribe")
+    try:
+        return pick_model(request, None, "transcribe")
+    except NotFoundError:
+        raise NotFoundError(
+            f"no served model transcribes (asked for {name!r})", code="model_not_found"
+        ) from None
+
+
+def _options(fields: dict[str, str], granularities: list[str]) -> tuple[str, list[str]]:
+    response_format = fields.get("response_format") or "json"
+    if response_format not in FORMATS:
+        raise BadFieldError(f"response_format must be one of {', '.join(FORMATS)}")
+    bad = sorted(set(granularities) - set(GRANULARITIES))
+    if bad:
+        raise BadFieldError(f"timestamp_granularities[] takes word and segment, got {bad}")
+    if fields.get("stream", "").lower() == "true":
+        raise BadFieldError("stream is not supported here; use the WebSocket /v1/stream")
+    try:
+        temperature = float(fields.get("temperature") or 0)
+    except ValueError:
+        temperature = -1.0
+    if not 0 <= temperature <= 1:
+        raise BadFieldError("temperature must be a number between 0 and 1")
+    return response_format, granularities or ["segment"]
+
+
+@router.post("/audio/transcriptions", openapi_extra=OPENAPI_BODY, response_model=None)
+async def transcriptions(request: Request, settings: SettingsDep) -> Response:
+    """OpenAI's audio transcription API: json, text, verbose_json, srt or vtt."""
+    upload = await read_upload(request)
+    form = await request.form()  # cached by read_upload; it keeps one value per field name
+    keys = ("timestamp_granularities[]", "timestamp_granularities")
+    given = [str(g) for k in keys for g in request.query_params.getlist(k) + form.getlist(k)]
+    response_format, granularities = _options(upload.fields, given)
+    runtime = _model(request, upload.fields.get("model", ""))
+    audio = await decode(upload, "file", runtime, settings)
+    prediction, timings = await runtime.predict(audio.samples, audio.duration)
+    record_timings(request, timings)
+    response = render(prediction, response_format, granularities, upload.fields.get("language"))
+    response.headers["x-model"] = runtime.name
+    return response
