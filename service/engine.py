@@ -87,13 +87,14 @@ class Engine:
             starts.append(starts[-1] + self.chunk - 2 * self.stride)
         # Cut between windows k and k+1 in the middle of their overlap, in clip frames.
         cuts = [s // self.step + self.stride // self.step for s in starts[1:]]
-        bounds = [0, *cuts, None]
+        keep_from = [0, *cuts]
+        keep_to: list[int | None] = [*cuts, None]
         return [
             Window(
                 s,
                 min(s + self.chunk, num_samples),
-                keep_from=bounds[i] - s // self.step,  # type: ignore[operator]
-                keep_to=None if bounds[i + 1] is None else bounds[i + 1] - s // self.step,
+                keep_from=keep_from[i] - s // self.step,
+                keep_to=None if keep_to[i] is None else keep_to[i] - s // self.step,  # type: ignore[operator]
             )
             for i, s in enumerate(starts)
         ]

@@ -68,7 +68,8 @@ def _torch_varlen() -> AttentionFn | None:
         return None
 
     def run(q: Tensor, k: Tensor, v: Tensor, cu: Tensor, max_len: int) -> Tensor:
-        return varlen_attn(q, k, v, cu, cu, max_len, max_len)
+        out = varlen_attn(q, k, v, cu, cu, max_len, max_len)
+        return out[0] if isinstance(out, tuple) else out
 
     return run
 

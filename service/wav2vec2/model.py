@@ -280,7 +280,7 @@ class Wav2Vec2Model(nn.Module):
         p = next(self.parameters())
         name, fn = select(kind, p.device.type, p.dtype)
         for layer in self.encoder.layers:
-            layer.attention.kernel = fn
+            layer.attention.kernel = fn  # type: ignore[union-attr]
         self.attention_kind = name
         return name
 
