@@ -93,9 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["*"],
             allow_headers=["*"],
         )
-    app.add_middleware(
-        RequestMiddleware, lifecycle=lifecycle, max_body_bytes=settings.max_upload_bytes + 64 * 1024
-    )  # + multipart framing
+    app.add_middleware(RequestMiddleware, lifecycle=lifecycle, max_upload=settings.max_upload_bytes)
     return app
 
 
@@ -136,7 +134,13 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+        # Starlette raises these for routing and for multipart it cannot parse (400).
+        codes = {
+            400: "invalid_request",
+            401: "unauthorized",
+            404: "not_found",
+            405: "method_not_allowed",
+        }
         code = codes.get(exc.status_code, "http_error")
         return error_response(ServiceError(str(exc.detail), code=code, status=exc.status_code))
 

@@ -14,13 +14,16 @@ from service.lifecycle import Lifecycle
 
 # Paths that stay open while starting and draining (probes and scraping).
 OPS_PATHS = ("/healthz", "/readyz", "/metrics")
+MULTIPART_SLACK = 64 * 1024
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, lifecycle: Lifecycle, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, lifecycle: Lifecycle, max_upload: int) -> None:
         self.app = app
         self.lifecycle = lifecycle
-        self.max_body = max_body_bytes
+        self.max_upload = max_upload  # what the error message names
+        # Room for multipart framing; read_upload checks each file against max_upload itself.
+        self.max_body = max_upload + MULTIPART_SLACK
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,7 +52,7 @@ class RequestMiddleware:
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body:
             await _reject(
-                send, started, "payload_too_large", _too_large(self.max_body).message, 413
+                send, started, "payload_too_large", _too_large(self.max_upload).message, 413
             )
             self._record(scope, 413, started)
             return
@@ -61,7 +64,7 @@ class RequestMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:  # a chunked or lying body: stop reading now
-                    raise _too_large(self.max_body)
+                    raise _too_large(self.max_upload)
             return message
 
         async def timed_send(message: Message) -> None:

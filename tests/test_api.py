@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ class Served:
         return self.app.state.runtimes[name]
 
 
+@asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[Served]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -86,7 +88,7 @@ async def serve(settings: Settings) -> AsyncIterator[Served]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def served(checkpoints) -> AsyncIterator[Served]:
-    async for s in serve(settings_for(checkpoints, list(MODELS))):
+    async with serve(settings_for(checkpoints, list(MODELS))) as s:
         yield s
 
 
@@ -558,7 +560,7 @@ def _bad_requests() -> list[tuple[str, dict[str, Any], int, str | None]]:
             "multipart no boundary",
             post(content=ok_wav, headers={"content-type": "multipart/form-data"}),
             400,
-            None,
+            "invalid_request",
         ),
         (
             "multipart garbage",
@@ -568,6 +570,24 @@ def _bad_requests() -> list[tuple[str, dict[str, Any], int, str | None]]:
             ),
             422,
             "missing_file",
+        ),
+        (
+            "too many files",
+            post(files=[(f"f{i}", ("a.wav", b"x")) for i in range(8)]),
+            400,
+            "invalid_request",
+        ),
+        (
+            "too many fields",
+            post(data={f"k{i}": "v" for i in range(60)}, files={"file": ("a.wav", ok_wav)}),
+            400,
+            "invalid_request",
+        ),
+        (
+            "just over the limit",
+            post(content=bytes(MAX_UPLOAD + 10), headers=raw),
+            413,
+            "payload_too_large",
         ),
         (
             "GET on POST route",
@@ -616,3 +636,120 @@ async def test_odd_but_valid_audio(served):
     )
     assert r.status_code == 200, r.text
     assert r.json()["duration"] == pytest.approx(1.0)
+
+
+# ---- overload, faults, keys, CORS, lifespan: one small app each ----
+
+
+def slowed(
+    runtime: Any, seconds: float, fail: Callable[[int], bool] = lambda n: False
+) -> list[int]:
+    """Make the runtime's batches take `seconds` and raise where fail(batch number); returns
+    the sizes of the batches run."""
+    original = runtime.batcher.run_batch
+    sizes: list[int] = []
+
+    def run(clips):
+        sizes.append(len(clips))
+        time.sleep(seconds)
+        if fail(len(sizes)):
+            raise RuntimeError("injected fault")
+        return original(clips)
+
+    runtime.batcher.run_batch = run
+    return sizes
+
+
+async def test_overload_answers_429_and_nothing_hangs(checkpoints):
+    settings = settings_for(checkpoints, ["asr"], max_queue=2, max_batch_size=1, max_wait_ms=0)
+    async with serve(settings) as s:
+        slowed(s.runtime("asr"), 0.3)
+        body = wav(speech_like(0.5))
+        posts = [
+            s.client.post("/v1/transcribe", content=body, headers={"content-type": "audio/wav"})
+            for _ in range(10)
+        ]
+        answers = await asyncio.wait_for(asyncio.gather(*posts), 60)
+        statuses = sorted(r.status_code for r in answers)
+        assert set(statuses) == {200, 429}, statuses
+        for r in answers:
+            if r.status_code == 429:
+                assert_error(r, 429, "overloaded")
+                assert int(r.headers["retry-after"]) >= 1
+        # once the queue has room again, requests succeed
+        r = await s.client.post(
+            "/v1/transcribe", content=body, headers={"content-type": "audio/wav"}
+        )
+        assert r.status_code == 200
+
+
+async def test_a_failing_batch_fails_only_its_requests(checkpoints):
+    async with serve(settings_for(checkpoints, ["asr"], max_wait_ms=0)) as s:
+        slowed(s.runtime("asr"), 0.0, fail=lambda n: n == 1)
+        body = wav(speech_like(0.5))
+        raw = {"content-type": "audio/wav"}
+        r = await s.client.post("/v1/transcribe", content=body, headers=raw)
+        assert_error(r, 500, "inference_failed")
+        assert "x-total-time" in r.headers
+        r = await s.client.post("/v1/transcribe", content=body, headers=raw)
+        assert r.status_code == 200, r.text
+        assert (await s.client.get("/readyz")).status_code == 200
+
+
+async def test_api_keys_and_cors(checkpoints):
+    origin = "https://app.example"
+    settings = settings_for(checkpoints, ["cls"], api_keys=["k1", "k2"], cors_origins=[origin])
+    async with serve(settings) as s:
+        c = s.client
+        body = wav(speech_like(0.5))
+        for headers in ({}, {"authorization": "Bearer nope"}, {"authorization": "k2"}):
+            assert_error(await c.get("/v1/models", headers=headers), 401, "unauthorized")
+            r = await c.post(
+                "/v1/classify", content=body, headers={**headers, "content-type": "audio/wav"}
+            )
+            assert_error(r, 401, "unauthorized")
+        r = await c.post(
+            "/v1/classify",
+            content=body,
+            headers={"authorization": "Bearer k2", "content-type": "audio/wav"},
+        )
+        assert r.status_code == 200, r.text
+        assert (
+            await c.get("/v1/models", headers={"authorization": "bearer k1"})
+        ).status_code == 200
+        for path in ("/healthz", "/readyz"):
+            assert (await c.get(path)).status_code == 200
+        preflight = {
+            "origin": origin,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization, content-type",
+        }
+        r = await c.options("/v1/classify", headers=preflight)
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == origin
+        assert "authorization" in r.headers["access-control-allow-headers"].lower()
+        r = await c.post(
+            "/v1/classify",
+            content=body,
+            headers={"origin": origin, "authorization": "Bearer k1", "content-type": "audio/wav"},
+        )
+        assert r.headers["access-control-allow-origin"] == origin
+        r = await c.options("/v1/classify", headers={**preflight, "origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in r.headers
+
+
+async def test_readiness_follows_the_lifespan(checkpoints):
+    app = create_app(settings_for(checkpoints, ["cls"]))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        r = await c.get("/readyz")  # models not loaded yet
+        assert r.status_code == 503 and r.json()["status"] == "starting"
+        assert (await c.get("/healthz")).status_code == 200
+        r = await c.post(
+            "/v1/classify", content=wav(speech_like(0.5)), headers={"content-type": "audio/wav"}
+        )
+        assert_error(r, 503, "unavailable")
+        assert r.headers["retry-after"]
+        async with app.router.lifespan_context(app):
+            assert (await c.get("/readyz")).status_code == 200
+        assert (await c.get("/readyz")).status_code == 503

@@ -14,6 +14,7 @@ from service.audio import Audio, decode_audio, decode_pcm
 from service.errors import (
     BadFieldError,
     NotFoundError,
+    TooLargeError,
     UnauthorizedError,
     UnsupportedMediaError,
 )
@@ -109,7 +110,10 @@ async def read_upload(request: Request, file_fields: tuple[str, ...] = ("file",)
             f"unsupported Content-Type {ctype!r}: use multipart/form-data "
             "or the raw audio with an audio/* type"
         )
+    limit = request.app.state.settings.max_upload_bytes
     for name in file_fields:
+        if len(files.get(name, b"")) > limit:  # the body limit allows for multipart framing
+            raise TooLargeError(f"the upload is larger than {limit} bytes")
         if name not in files:
             raise BadFieldError(
                 f"the request has no audio in the {name!r} field", code="missing_file"
