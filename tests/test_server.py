@@ -1,0 +1,140 @@
+"""The real server process: `python -m service serve` on 127.0.0.1, SIGTERM and the drain."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import soundfile as sf
+
+from tests.checkpoints import speech_like
+
+# `python -m service ...` with every forward pass slowed by BATCH_DELAY seconds, so requests
+# are reliably in flight when the signal arrives (a tiny model answers in milliseconds).
+SLOW_SERVICE = """
+import runpy, sys, time
+from service.engine import Engine
+delay = float(sys.argv.pop(1))
+run_batch = Engine.run_batch
+def slow(self, clips):
+    time.sleep(delay)
+    return run_batch(self, clips)
+Engine.run_batch = slow
+runpy.run_module("service", run_name="__main__", alter_sys=True)
+"""
+BATCH_DELAY = 0.8
+DRAIN_TIMEOUT = 30
+STARTUP_TIMEOUT = 120
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wav_bytes(seconds: float, seed: int = 0) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, speech_like(seconds, seed=seed), 16_000, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+class Server:
+    def __init__(self, model: Path, log: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_file = log.open("wb")
+        self.log = log
+        args = ["serve", "--model", f"asr={model}", "--port", str(self.port), "--device", "cpu"]
+        args += ["--max-batch-size", "1", "--drain-timeout", str(DRAIN_TIMEOUT)]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SLOW_SERVICE, str(BATCH_DELAY), *args],
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(self.base + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        pytest.fail(f"the server was not ready in {STARTUP_TIMEOUT} s:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log_file.close()
+
+
+@pytest.fixture
+def server(checkpoints, tmp_path) -> Iterator[Server]:
+    s = Server(checkpoints("ctc-group"), tmp_path / "server.log")
+    try:
+        s.wait_ready()
+        yield s
+    finally:
+        s.stop()
+
+
+async def _inflight_seconds(client: httpx.AsyncClient) -> float:
+    text = (await client.get("/metrics")).text
+    lines = [ln for ln in text.splitlines() if ln.startswith("w2v_inflight_audio_seconds{")]
+    return sum(float(ln.split()[-1]) for ln in lines)
+
+
+async def test_sigterm_drains_accepted_requests_then_exits_0(server):
+    n, seconds = 4, 2.0
+    raw = {"content-type": "audio/wav"}
+    async with httpx.AsyncClient(base_url=server.base, timeout=60) as client:
+        posts = [
+            asyncio.create_task(
+                client.post("/v1/transcribe", content=wav_bytes(seconds, i), headers=raw)
+            )
+            for i in range(n)
+        ]
+        # Signal only once every request is in the batcher: all of them were accepted.
+        deadline = time.monotonic() + 30
+        while await _inflight_seconds(client) < n * seconds - 0.01:
+            assert time.monotonic() < deadline, "the requests never reached the batcher"
+            await asyncio.sleep(0.05)
+        server.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+
+        r = await client.get("/readyz")
+        assert r.status_code == 503 and r.json()["status"] == "draining"
+        r = await client.post("/v1/transcribe", content=wav_bytes(1.0), headers=raw)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+        assert r.headers["retry-after"]
+        assert (await client.get("/healthz")).status_code == 200  # alive while draining
+        assert not all(p.done() for p in posts), "nothing was in flight at the signal"
+
+        answers = await asyncio.wait_for(asyncio.gather(*posts), DRAIN_TIMEOUT)
+        assert [a.status_code for a in answers] == [200] * n, [a.text for a in answers]
+        assert all(a.json()["duration"] == pytest.approx(seconds) for a in answers)
+    code = await asyncio.to_thread(server.proc.wait, DRAIN_TIMEOUT)
+    assert code == 0, server.log.read_text()
+    assert time.monotonic() - signalled < DRAIN_TIMEOUT
+    assert "drained" in server.log.read_text()
+
+
+async def test_sigterm_when_idle_exits_0_promptly(server):
+    server.proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    code = await asyncio.to_thread(server.proc.wait, 15)
+    assert code == 0, server.log.read_text()
+    assert time.monotonic() - started < 10
