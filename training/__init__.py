@@ -1,0 +1,1 @@
+"""Training pipeline for the embedded demo model (off the serving path)."""

@@ -1,0 +1,205 @@
+"""Write the demo model as a Hugging Face directory, with its model card.
+
+    python -m training.export --check service/models/demo-ctc   # transformers agrees with us
+
+The directory holds config.json, model.safetensors (fp16), vocab.json, tokenizer_config.json,
+special_tokens_map.json, preprocessor_config.json, training.json (every round's record) and
+README.md, the model card rendered from training.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from service.wav2vec2.config import Wav2Vec2Config
+from training.text import VOCAB
+
+MODEL_DIR = Path(__file__).parents[1] / "service" / "models" / "demo-ctc"
+HELDOUT_NAMES = {
+    "natural": "new template sentences, seen voices",
+    "random": "random common-word sequences, seen voices",
+    "voices": "voice variants never trained on",
+}
+
+
+def hf_config(config: Wav2Vec2Config) -> dict[str, Any]:
+    """config.json: every field transformers' Wav2Vec2Config has, ours written over them."""
+    import transformers
+
+    ours = config.to_dict()
+    full = transformers.Wav2Vec2Config(**{k: v for k, v in ours.items()
+                                          if k not in ("id2label", "label2id")}).to_dict()
+    full.update(ours)
+    full.pop("transformers_version", None)
+    return full
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def save(model: nn.Module, config: Wav2Vec2Config, out_dir: Path, history: dict[str, Any]) -> None:
+    """Writes the directory next to out_dir, then swaps it in: a reader never sees half of it."""
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    weights = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    _write_json(tmp / "config.json", hf_config(config))
+    _write_json(tmp / "vocab.json", {t: i for i, t in enumerate(VOCAB)})
+    special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
+    _write_json(tmp / "special_tokens_map.json", special)
+    _write_json(tmp / "tokenizer_config.json", {
+        "tokenizer_class": "Wav2Vec2CTCTokenizer", **special, "word_delimiter_token": "|",
+        "replace_word_delimiter_char": " ", "do_lower_case": False,
+        "clean_up_tokenization_spaces": False, "processor_class": "Wav2Vec2Processor",
+        "model_max_length": 1_000_000_000,
+    })
+    _write_json(tmp / "preprocessor_config.json", {
+        "feature_extractor_type": "Wav2Vec2FeatureExtractor",
+        "processor_class": "Wav2Vec2Processor",
+        "feature_size": 1, "sampling_rate": 16_000, "padding_side": "right",
+        "padding_value": 0.0, "do_normalize": True, "return_attention_mask": True,
+    })
+    _write_json(tmp / "training.json", history)
+    (tmp / "README.md").write_text(model_card(history))
+    if out_dir.exists():
+        old = out_dir.with_name(out_dir.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        out_dir.rename(old)
+        tmp.rename(out_dir)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out_dir)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _eval_table(evals: dict[str, dict[str, float]]) -> list[str]:
+    rows = ["| held-out set | utterances | CER | WER |", "|---|---|---|---|"]
+    for name, r in evals.items():
+        rows.append(f"| {name}: {HELDOUT_NAMES.get(name, '')} | {r.get('n', '–')} "
+                    f"| {_pct(r['cer'])} | {_pct(r['wer'])} |")
+    return rows
+
+
+def model_card(h: dict[str, Any]) -> str:
+    """README.md from training.json: recipe, rounds, held-out scores, learning curves."""
+    rounds = h.get("rounds", [])
+    last = rounds[-1] if rounds else {}
+    data = h.get("data", {})
+    lines = [
+        "# demo-ctc: a small Wav2Vec2 CTC model trained on synthetic English speech",
+        "",
+        "The service's embedded default model: a 4-layer Wav2Vec2 (pre-LN, "
+        f"{h.get('parameters', 0) / 1e6:.2f} M parameters, fp16 weights) with a 32-character CTC "
+        "head (A-Z, apostrophe, `|` between words), trained from scratch on speech synthesized by "
+        "espeak-ng. It transcribes clear, espeak-like English; it has never heard a human voice "
+        "and is no substitute for a real ASR model. Load it with `transformers` "
+        "(`Wav2Vec2ForCTC` / `Wav2Vec2Processor`) or with the service.",
+        "",
+        "Trained by `training/` in this repository (`python -m training.train`), in rounds: each "
+        "round warm-starts from the weights committed here, trains on 2 CPU cores, and appends "
+        "its record to `training.json`, from which this card is rendered.",
+        "",
+        "## Latest scores (greedy decoding)",
+        "",
+    ]
+    if last.get("eval"):
+        lines += [f"After round {last['round']} ({last.get('status', '')}):", ""]
+        lines += _eval_table(last["eval"])
+    else:
+        lines.append("No evaluation yet.")
+    if h.get("fp16_check"):
+        c = h["fp16_check"]
+        lines += ["", f"fp16 weights vs fp32 on the held-out sets: mean CER {_pct(c['fp32_cer'])} "
+                      f"(fp32) vs {_pct(c['fp16_cer'])} (fp16), {c['changed']} of {c['n']} "
+                      "transcripts changed."]
+    if h.get("lexicon"):
+        lx = h["lexicon"]
+        lines += ["", "## Greedy vs a word-constrained beam decoder (report only)", "",
+                  lx.get("description", ""), "",
+                  "| held-out set | greedy CER | greedy WER | beam CER | beam WER |",
+                  "|---|---|---|---|---|"]
+        for name, r in lx["results"].items():
+            lines.append(f"| {name} | {_pct(r['greedy']['cer'])} | {_pct(r['greedy']['wer'])} "
+                         f"| {_pct(r['beam']['cer'])} | {_pct(r['beam']['wer'])} |")
+        lines += ["", "The service decodes greedily; this decoder is a measurement only."]
+    lines += ["", "## Recipe", "", *h.get("recipe", []), ""]
+    if data:
+        lines += ["## Data", "", *data.get("description", []), ""]
+    lines += ["## Rounds", "",
+              "| round | start | machine | from | minutes | steps | audio hours seen | status |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in rounds:
+        lines.append(f"| {r['round']} | {r.get('started', '')} | {r.get('machine', '')} "
+                     f"| {r.get('init', '')} | {r.get('minutes', 0):.0f} | {r.get('steps', 0)} "
+                     f"| {r.get('audio_hours', 0):.1f} | {r.get('status', '')} |")
+    for r in rounds:
+        lines += ["", f"### Round {r['round']} learning curve", "",
+                  f"Held-out CER/WER on the first {r.get('eval_n', '?')} utterances of each set "
+                  f"(greedy); command: `{r.get('command', '')}`", "",
+                  "| minutes | steps | audio hours | loss | CER natural | CER random "
+                  "| CER voices | WER natural | WER random | WER voices |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for p in r.get("curve", []):
+            e = p["eval"]
+            lines.append(
+                f"| {p['minutes']:.0f} | {p['steps']} | {p['audio_hours']:.1f} | {p['loss']:.3f} | "
+                + " | ".join(_pct(e.get(s, {}).get("cer")) for s in HELDOUT_NAMES) + " | "
+                + " | ".join(_pct(e.get(s, {}).get("wer")) for s in HELDOUT_NAMES) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def check(model_dir: Path, wav: Path | None = None) -> float:
+    """transformers loads model_dir and its logits match ours; returns the max |difference|."""
+    import numpy as np
+    import soundfile as sf
+    import transformers
+
+    from service.wav2vec2.features import normalize
+    from service.wav2vec2.heads import Wav2Vec2ForCTC
+    from training.train import load_weights
+
+    if wav is None:
+        x = np.random.default_rng(0).normal(0, 0.1, 32_000).astype(np.float32)
+    else:
+        x = sf.read(wav, dtype="float32")[0]
+    processor = transformers.Wav2Vec2Processor.from_pretrained(model_dir)
+    hf = transformers.Wav2Vec2ForCTC.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    inputs = processor(x, sampling_rate=16_000, return_tensors="pt")
+    config = Wav2Vec2Config.from_file(model_dir / "config.json")
+    ours = Wav2Vec2ForCTC(config).eval()
+    load_weights(ours, model_dir)
+    with torch.no_grad():
+        theirs = hf(inputs.input_values).logits[0]
+        mine = ours([torch.from_numpy(normalize(x))]).data
+    diff = float((theirs - mine).abs().max())
+    scale = float(theirs.abs().max())
+    print(f"{model_dir}: logits {tuple(mine.shape)}, max |diff| {diff:.2e} "
+          f"(max |logit| {scale:.1f})")
+    return diff / scale
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--check", type=Path, default=MODEL_DIR)
+    p.add_argument("--wav", type=Path)
+    args = p.parse_args()
+    rel = check(args.check, args.wav)
+    if rel > 1e-4:
+        raise SystemExit(f"logits differ by {rel:.2e} relative")
+
+
+if __name__ == "__main__":
+    main()
