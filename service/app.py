@@ -68,9 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             lifecycle.set_ready(False)
-            await asyncio.gather(
-                *(r.batcher.stop(settings.drain_timeout) for r in runtimes.values())
-            )
+            # After a SIGTERM drain, only what is left of drain_timeout, not a second one.
+            timeout = lifecycle.drain_time_left(settings.drain_timeout)
+            await asyncio.gather(*(r.batcher.stop(timeout) for r in runtimes.values()))
 
     app = FastAPI(
         title="Wav2Vec2 inference service",
@@ -86,14 +86,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(predict.router)
     _include_optional_routers(app)
-    if settings.cors_origins:
+    app.add_middleware(RequestMiddleware, lifecycle=lifecycle, max_upload=settings.max_upload_bytes)
+    if settings.cors_origins:  # outermost, so the middleware's own 413/503 answers carry it too
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
+            expose_headers=["x-queue-time", "x-inference-time", "x-total-time", "retry-after"],
         )
-    app.add_middleware(RequestMiddleware, lifecycle=lifecycle, max_upload=settings.max_upload_bytes)
     return app
 
 

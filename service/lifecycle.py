@@ -20,6 +20,7 @@ class Lifecycle:
         self.inflight = 0  # HTTP requests and WebSocket streams being served
         self._idle = asyncio.Event()
         self._idle.set()
+        self._drain_deadline: float | None = None
 
     def set_ready(self, ready: bool) -> None:
         self.ready = ready
@@ -38,11 +39,18 @@ class Lifecycle:
         if self.inflight == 0:
             self._idle.set()
 
+    def drain_time_left(self, timeout: float) -> float:
+        """Seconds left of a drain begun by drain(); `timeout` when none was."""
+        if self._drain_deadline is None:
+            return timeout
+        return max(0.0, self._drain_deadline - time.monotonic())
+
     async def drain(self, timeout: float) -> bool:
         """Stops intake at once, then waits for what was accepted; True if all finished."""
         self.draining = True
         READY.set(0)
         started = time.monotonic()
+        self._drain_deadline = started + timeout
         log.info("draining: %d in flight, waiting up to %.0f s", self.inflight, timeout)
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Generator
 from types import FrameType
@@ -26,7 +27,13 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.lifecycle = lifecycle
         self.drain_timeout = drain_timeout
+        self._signalled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -44,11 +51,16 @@ class DrainingServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._drain_task is not None:  # a second signal: stop now
+        if self._signalled or self._loop is None:  # a second signal: stop now
             self.force_exit = self.should_exit = True
             return
-        loop = asyncio.get_event_loop()
-        self._drain_task = loop.create_task(self._drain())
+        self._signalled = True
+        # A signal handler may run in the middle of the loop's own code: hand over safely,
+        # which also wakes the loop at once.
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        self._drain_task = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
         await self.lifecycle.drain(self.drain_timeout)

@@ -115,7 +115,10 @@ async def test_sigterm_drains_accepted_requests_then_exits_0(server):
         server.proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
 
-        r = await client.get("/readyz")
+        # Signals arrive asynchronously: allow the process a moment to take it.
+        while (r := await client.get("/readyz")).status_code == 200:
+            assert time.monotonic() - signalled < 1.0, "/readyz still 200 a second after SIGTERM"
+            await asyncio.sleep(0.01)
         assert r.status_code == 503 and r.json()["status"] == "draining"
         r = await client.post("/v1/transcribe", content=wav_bytes(1.0), headers=raw)
         assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"

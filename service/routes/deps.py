@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -12,14 +14,18 @@ from starlette.datastructures import UploadFile
 
 from service.audio import Audio, decode_audio, decode_pcm
 from service.errors import (
+    AudioError,
     BadFieldError,
     NotFoundError,
+    ServiceError,
     TooLargeError,
     UnauthorizedError,
     UnsupportedMediaError,
 )
 from service.runtime import ModelRuntime, Timings
 from service.settings import Settings
+
+log = logging.getLogger(__name__)
 
 RAW_TYPES = ("audio/", "application/octet-stream", "video/")
 
@@ -136,8 +142,20 @@ async def decode(upload: Upload, field: str, runtime: ModelRuntime, settings: Se
         if rate == 0:
             raise BadFieldError("raw PCM needs a sample_rate field", code="missing_sample_rate")
         channels = upload.int_field("channels", 1, 1, 1024)
-        return await asyncio.to_thread(decode_pcm, data, rate, encoding, channels, **common)
-    return await asyncio.to_thread(decode_audio, data, **common)
+        return await _in_thread(decode_pcm, data, rate, encoding, channels, **common)
+    return await _in_thread(decode_audio, data, **common)
+
+
+async def _in_thread(fn: Callable[..., Audio], *args: Any, **kwargs: Any) -> Audio:
+    """Run a decoder off the loop; a decoder library that crashes on the client's bytes
+    still means bytes we cannot read: 400, logged with the traceback so it can be fixed."""
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except (ServiceError, MemoryError):
+        raise
+    except Exception as exc:
+        log.exception("the audio decoder crashed on an upload")
+        raise AudioError("the audio could not be decoded", code="undecodable_audio") from exc
 
 
 def record_timings(request: Request, timings: Timings) -> None:
