@@ -1,0 +1,58 @@
+"""The engine benchmark in smoke mode on the tiny config: it runs, reports, and stays light."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks import bench_engine
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_engine_smoke(tmp_path, capsys):
+    out = tmp_path / "engine.json"
+    assert bench_engine.main(["--config", "tiny", "--smoke", "--out", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert set(rep["cases"]) == {"single_2s", "batch_4_mixed"}
+    for case in rep["cases"].values():
+        for side in ("ours", "transformers"):
+            assert case[side]["median_s"] > 0 and case[side]["audio_s_per_s"] > 0
+        assert case["speedup"] > 0
+    # Same weights, fp32, one clip alone: our logits match transformers'.
+    assert rep["cases"]["single_2s"]["max_abs_diff"] < 1e-4
+    assert rep["environment"]["torch"] and rep["environment"]["transformers"]
+    md = out.with_suffix(".md").read_text()
+    assert "| single_2s |" in md and "speedup" in md
+    assert "| batch_4_mixed |" in capsys.readouterr().out
+
+
+def test_bench_memory_child_reports_peak_rss(tmp_path):
+    """One side in a fresh process, as --memory runs it; our side needs no server packages."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _common import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "tiny", "tiny")
+    code = (
+        "import sys, runpy; sys.argv = sys.argv[1:]; "
+        "runpy.run_path('benchmarks/bench_engine.py', run_name='__main__')"
+    )
+    argv = ["bench_engine.py", "--memory-child", "ours", "--checkpoint", str(ckpt)]
+    argv += ["--cases", "batch_4_mixed", "--smoke"]
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code, *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["peak_rss_mib"] >= result["rss_after_load_mib"] > 50
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()}
+    assert "torch" in imported  # the -X importtime listing was read
+    # The GPU box has torch + transformers only: the engine path must not pull the server in.
+    for package in ("fastapi", "starlette", "uvicorn", "soundfile", "transformers"):
+        assert package not in imported, f"{package} imported by the engine benchmark's side"
