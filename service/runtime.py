@@ -67,17 +67,25 @@ class ModelRuntime:
     ) -> tuple[Prediction, Timings]:
         """Windows of one clip through the shared batcher, then one Prediction."""
         plan = self.engine.plan(len(samples))
-        timed = await asyncio.gather(
-            *(
+        windows = [
+            asyncio.ensure_future(
                 self.batcher.submit_timed(
                     samples[w.start : w.end],
                     w.end - w.start,
                     priority=priority,
                     timeout=self.settings.request_timeout,
                 )
-                for w in plan
             )
-        )
+            for w in plan
+        ]
+        try:
+            timed = await asyncio.gather(*windows)
+        except BaseException:
+            # One window refused (queue full) or failed: the clip has no answer, so its other
+            # windows are dropped before they cost a forward pass.
+            for w in windows:
+                w.cancel()
+            raise
         prediction = self.engine.finish(plan, [t.result for t in timed], duration, top_k)
         metrics.AUDIO_SECONDS.labels(self.name).inc(duration)
         # Windows were queued together: queue = until the first started, inference = the rest.

@@ -149,6 +149,7 @@ async def test_each_task_endpoint(served, clips):
         assert body["duration"] == pytest.approx(1.3)
         for header in ("x-queue-time", "x-inference-time", "x-total-time"):
             assert float(r.headers[header]) >= 0
+        assert float(r.headers["x-inference-time"]) > 0
         assert float(r.headers["x-total-time"]) >= float(r.headers["x-inference-time"])
     r = await served.client.post(
         "/v1/classify", files={"file": ("a.wav", data)}, params={"top_k": 2}
@@ -687,6 +688,20 @@ async def test_overload_answers_429_and_nothing_hangs(checkpoints):
             "/v1/transcribe", content=body, headers={"content-type": "audio/wav"}
         )
         assert r.status_code == 200
+
+
+async def test_a_refused_long_clip_leaves_no_windows_behind(checkpoints):
+    """A clip with more windows than the queue holds: 429, and its queued windows are dropped."""
+    settings = settings_for(checkpoints, ["asr"], max_queue=2, max_batch_size=1, max_wait_ms=0)
+    async with serve(settings) as s:
+        sizes = slowed(s.runtime("asr"), 0.3)
+        body = wav(speech_like(20.0))
+        r = await asyncio.wait_for(
+            s.client.post("/v1/transcribe", content=body, headers={"content-type": "audio/wav"}), 30
+        )
+        assert_error(r, 429, "overloaded")
+        await asyncio.sleep(1.0)
+        assert sum(sizes) <= 1, sizes  # at most the window that had already started
 
 
 async def test_a_failing_batch_fails_only_its_requests(checkpoints):
