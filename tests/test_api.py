@@ -704,6 +704,53 @@ async def test_a_refused_long_clip_leaves_no_windows_behind(checkpoints):
         assert sum(sizes) <= 1, sizes  # at most the window that had already started
 
 
+async def test_an_abandoned_request_is_not_computed(checkpoints):
+    """The client leaves while its clip waits behind a running batch: it never runs."""
+    async with serve(settings_for(checkpoints, ["asr"], max_batch_size=1, max_wait_ms=0)) as s:
+        sizes = slowed(s.runtime("asr"), 0.6)
+        body = wav(speech_like(0.5))
+        first = asyncio.ensure_future(
+            s.client.post("/v1/transcribe", content=body, headers={"content-type": "audio/wav"})
+        )
+        while not sizes:  # the first batch is computing
+            await asyncio.sleep(0.01)
+        gone = asyncio.Event()
+        sent: list[dict[str, Any]] = []
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/transcribe",
+            "raw_path": b"/v1/transcribe",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"content-type", b"audio/wav"), (b"content-length", b"%d" % len(body))],
+            "client": ("127.0.0.1", 5000),
+            "server": ("test", 80),
+        }
+        second = asyncio.ensure_future(s.app(scope, receive, send))
+        await asyncio.sleep(0.2)  # decoded and queued behind the first batch
+        gone.set()
+        await asyncio.wait_for(second, 5)
+        assert (await asyncio.wait_for(first, 10)).status_code == 200
+        await asyncio.sleep(0.8)  # the worker is free again: the second clip must not run
+        assert sizes == [1], sizes
+        assert sent[0]["status"] == 499
+
+
 async def test_a_failing_batch_fails_only_its_requests(checkpoints):
     async with serve(settings_for(checkpoints, ["asr"], max_wait_ms=0)) as s:
         slowed(s.runtime("asr"), 0.0, fail=lambda n: n == 1)

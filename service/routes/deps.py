@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from starlette.datastructures import UploadFile
@@ -26,6 +26,7 @@ from service.runtime import ModelRuntime, Timings
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RAW_TYPES = ("audio/", "application/octet-stream", "video/")
 
@@ -156,6 +157,28 @@ async def _in_thread(fn: Callable[..., Audio], *args: Any, **kwargs: Any) -> Aud
     except Exception as exc:
         log.exception("the audio decoder crashed on an upload")
         raise AudioError("the audio could not be decoded", code="undecodable_audio") from exc
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await work, cancelling it if the client goes away first: the batcher then drops its
+    queued windows before they cost a forward pass (uvicorn does not cancel handlers)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    if task in done:
+        return task.result()
+    raise ServiceError("the client closed the request", code="client_closed", status=499)
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client disconnects; call only once the body has been read."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def record_timings(request: Request, timings: Timings) -> None:

@@ -14,6 +14,7 @@ from service.routes.deps import (
     read_upload,
     record_timings,
     require_api_key,
+    unless_disconnected,
 )
 from service.runtime import Timings
 from service.schemas import ModelCard, Prediction, VerifyResult
@@ -48,7 +49,8 @@ async def _predict(request: Request, settings: SettingsDep, task: str) -> Predic
     runtime = pick_model(request, upload.fields.get("model"), task)
     top_k = upload.int_field("top_k", 5, 1, 10_000)
     audio = await decode(upload, "file", runtime, settings)
-    prediction, timings = await runtime.predict(audio.samples, audio.duration, top_k=top_k)
+    work = runtime.predict(audio.samples, audio.duration, top_k=top_k)
+    prediction, timings = await unless_disconnected(request, work)
     record_timings(request, timings)
     return prediction
 
@@ -87,9 +89,8 @@ async def verify(request: Request, settings: SettingsDep) -> VerifyResult:
     a = await decode(upload, "file1", runtime, settings)
     b = await decode(upload, "file2", runtime, settings)
     # Both clips queued at once, so they can share a batch.
-    (pa, ta), (pb, tb) = await asyncio.gather(
-        *(runtime.predict(x.samples, x.duration) for x in (a, b))
-    )
+    both = asyncio.gather(*(runtime.predict(x.samples, x.duration) for x in (a, b)))
+    (pa, ta), (pb, tb) = await unless_disconnected(request, both)
     record_timings(request, Timings(max(ta.queue, tb.queue), max(ta.inference, tb.inference)))
     ea, eb = np.asarray(pa.embedding), np.asarray(pb.embedding)
     score = float(ea @ eb / max(np.linalg.norm(ea) * np.linalg.norm(eb), 1e-12))
