@@ -135,7 +135,31 @@ async def test_sigterm_drains_accepted_requests_then_exits_0(server):
     assert "drained" in server.log.read_text()
 
 
-async def test_sigterm_when_idle_exits_0_promptly(server):
+async def _metric(client: httpx.AsyncClient, prefix: str) -> float:
+    text = (await client.get("/metrics")).text
+    return sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(prefix))
+
+
+async def test_abandoned_request_is_skipped_then_idle_sigterm_exits_0(server):
+    """A client that hangs up while queued costs no forward pass; then, with nothing in
+    flight, SIGTERM ends the process at once with status 0."""
+    raw = {"content-type": "audio/wav"}
+    async with httpx.AsyncClient(base_url=server.base, timeout=60) as client:
+        first = asyncio.create_task(
+            client.post("/v1/transcribe", content=wav_bytes(1.0), headers=raw)
+        )
+        while await _inflight_seconds(client) < 0.99:
+            await asyncio.sleep(0.02)
+        async with httpx.AsyncClient(base_url=server.base, timeout=0.3) as impatient:
+            with pytest.raises(httpx.ReadTimeout):
+                await impatient.post("/v1/transcribe", content=wav_bytes(1.5, 1), headers=raw)
+        assert (await first).status_code == 200
+        await asyncio.sleep(2 * BATCH_DELAY)  # time for a second batch, if one were run
+        assert await _metric(client, 'w2v_batch_size_count{model="asr"}') == 1
+        assert (
+            await _metric(client, 'w2v_requests_total{endpoint="/v1/transcribe",status="499"}') == 1
+        )
+
     server.proc.send_signal(signal.SIGTERM)
     started = time.monotonic()
     code = await asyncio.to_thread(server.proc.wait, 15)
