@@ -14,6 +14,8 @@ from service.lifecycle import Lifecycle
 
 # Paths that stay open while starting and draining (probes and scraping).
 OPS_PATHS = ("/healthz", "/readyz", "/metrics")
+# The page and the API docs: open while starting and draining too.
+OPEN_PATHS = ("/", "/docs", "/openapi.json")
 MULTIPART_SLACK = 64 * 1024
 
 
@@ -29,17 +31,23 @@ class RequestMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        if (
-            path in OPS_PATHS
-            or path.startswith("/static")
-            or path in ("/", "/docs", "/openapi.json")
-        ):
-            await self.app(scope, receive, send)
-            return
         started = time.perf_counter()
         state = scope.setdefault("state", {})
         status = 500
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers += _timing_headers(state, started)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        path: str = scope["path"]
+        if path in OPS_PATHS or path.startswith("/static") or path in OPEN_PATHS:
+            await self.app(scope, receive, timed_send)  # no gate, no limit, not in the metrics
+            return
         if not self.lifecycle.accepting:
             await _reject(
                 send,
@@ -66,15 +74,6 @@ class RequestMiddleware:
                 if received > self.max_body:  # a chunked or lying body: stop reading now
                     raise _too_large(self.max_upload)
             return message
-
-        async def timed_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = list(message.get("headers", []))
-                headers += _timing_headers(state, started)
-                message = {**message, "headers": headers}
-            await send(message)
 
         self.lifecycle.enter()
         try:

@@ -237,7 +237,8 @@ async def test_models_health_metrics_docs(served):
     assert {n: c["task"] for n, c in cards.items()} == TASK_OF
     assert cards["cls"]["labels"] == ["yes", "no", "up", "down"] and "labels" not in cards["asr"]
     assert all(c["sampling_rate"] == RATE for c in cards.values())
-    assert (await served.client.get("/healthz")).status_code == 200
+    r = await served.client.get("/healthz")
+    assert r.status_code == 200 and "x-total-time" in r.headers
     r = await served.client.get("/readyz")
     assert r.status_code == 200 and r.json()["status"] == "ready"
     r = await served.client.get("/metrics")
@@ -616,6 +617,7 @@ async def test_bad_request(served, case):
     _, request, status, code = case
     r = await asyncio.wait_for(served.client.request(**request), 30)
     assert_error(r, status, code)
+    assert float(r.headers["x-total-time"]) >= 0  # errors carry the timing headers too
 
 
 async def test_still_healthy_after_bad_requests(served):
