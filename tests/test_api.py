@@ -186,21 +186,29 @@ async def test_rest_equals_cli(served, clips, checkpoints):
         )
         for name, variant in MODELS.items()
     }
-    rest = {}
-    for name, task in TASK_OF.items():
-        for f in files:
-            r = await served.client.post(
-                f"/v1/{task}", files={"file": ("x.wav", Path(f).read_bytes())}, data={"model": name}
-            )
-            assert r.status_code == 200, r.text
-            rest[name, f] = r.json()
-    for name, proc in procs.items():
-        out, err = await asyncio.to_thread(proc.communicate, timeout=120)
-        assert proc.returncode == 0, err
-        lines = [json.loads(line) for line in out.splitlines()]
-        assert [line.pop("file") for line in lines] == files
-        for f, line in zip(files, lines):
-            assert_close(rest[name, f], line, f"{name}:{f}")
+    try:
+        rest = {}
+        for name, task in TASK_OF.items():
+            for f in files:
+                r = await served.client.post(
+                    f"/v1/{task}",
+                    files={"file": ("x.wav", Path(f).read_bytes())},
+                    data={"model": name},
+                )
+                assert r.status_code == 200, r.text
+                rest[name, f] = r.json()
+        for name, proc in procs.items():
+            out, err = await asyncio.to_thread(proc.communicate, timeout=120)
+            assert proc.returncode == 0, err
+            lines = [json.loads(line) for line in out.splitlines()]
+            assert [line.pop("file") for line in lines] == files
+            for f, line in zip(files, lines):
+                assert_close(rest[name, f], line, f"{name}:{f}")
+    finally:
+        for proc in procs.values():  # none left running when an assert failed
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 async def test_long_audio_windows(served, clips):
