@@ -223,6 +223,8 @@ def _read_av(data: bytes, target_rate: int, max_seconds: float) -> _Collector:
         if not container.streams.audio:
             raise _Unreadable(recognised=False)  # a video or image: not audio at all
         stream = container.streams.audio[0]
+        if stream.codec_context is None:  # e.g. a WAV header with 0 bits per sample
+            raise _Unreadable(recognised=True)
         rate = stream.codec_context.sample_rate or stream.sample_rate
         col = _Collector(rate, stream.codec_context.channels, target_rate, max_seconds)
         if stream.duration is not None and stream.time_base is not None:
