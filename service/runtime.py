@@ -20,6 +20,8 @@ class PrometheusObserver(BatchObserver):
     def __init__(self, model: str, sampling_rate: int) -> None:
         self.model = model
         self.rate = sampling_rate
+        # Export the autoscaling gauges from the start: an HPA needs every pod's series.
+        self.queue_changed(0, 0)
 
     def queue_changed(self, depth: int, inflight_cost: int) -> None:
         metrics.QUEUE_DEPTH.labels(self.model).set(depth)
