@@ -81,6 +81,12 @@ def save(model: nn.Module, config: Wav2Vec2Config, out_dir: Path, history: dict[
         tmp.rename(out_dir)
 
 
+def update_card(model_dir: Path, history: dict[str, Any]) -> None:
+    """Rewrites training.json and README.md of an exported directory, weights untouched."""
+    _write_json(model_dir / "training.json", history)
+    (model_dir / "README.md").write_text(model_card(history))
+
+
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
@@ -112,6 +118,14 @@ def model_card(h: dict[str, Any]) -> str:
         "round warm-starts from the weights committed here, trains on 2 CPU cores, and appends "
         "its record to `training.json`, from which this card is rendered.",
         "",
+        "```python",
+        "from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor",
+        'processor = Wav2Vec2Processor.from_pretrained("service/models/demo-ctc")',
+        'model = Wav2Vec2ForCTC.from_pretrained("service/models/demo-ctc")',
+        'inputs = processor(samples_16khz, sampling_rate=16_000, return_tensors="pt")',
+        "text = processor.batch_decode(model(inputs.input_values).logits.argmax(-1))[0]",
+        "```",
+        "",
         "## Latest scores (greedy decoding)",
         "",
     ]
@@ -129,22 +143,28 @@ def model_card(h: dict[str, Any]) -> str:
         lx = h["lexicon"]
         lines += ["", "## Greedy vs a word-constrained beam decoder (report only)", "",
                   lx.get("description", ""), "",
-                  "| held-out set | greedy CER | greedy WER | beam CER | beam WER |",
-                  "|---|---|---|---|---|"]
+                  "| held-out set | utterances | OOV words | greedy CER / WER "
+                  "| lexicon + unigram CER / WER | lexicon + bigram CER / WER |",
+                  "|---|---|---|---|---|---|"]
         for name, r in lx["results"].items():
-            lines.append(f"| {name} | {_pct(r['greedy']['cer'])} | {_pct(r['greedy']['wer'])} "
-                         f"| {_pct(r['beam']['cer'])} | {_pct(r['beam']['wer'])} |")
+            lines.append(f"| {name} | {r['n']} | {r['oov_words']} | " + " | ".join(
+                f"{_pct(r[k]['cer'])} / {_pct(r[k]['wer'])}"
+                for k in ("greedy", "unigram", "bigram")) + " |")
         lines += ["", "The service decodes greedily; this decoder is a measurement only."]
     lines += ["", "## Recipe", "", *h.get("recipe", []), ""]
     if data:
         lines += ["## Data", "", *data.get("description", []), ""]
     lines += ["## Rounds", "",
-              "| round | start | machine | from | minutes | steps | audio hours seen | status |",
-              "|---|---|---|---|---|---|---|---|"]
+              "Minutes are wall clock, evaluation included, on a machine whose 2 cores other "
+              "jobs shared: speed figures are noisy.", "",
+              "| round | start | machine | from | minutes | steps | audio hours seen "
+              "| audio s per s | status |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in rounds:
+        speed = r.get("audio_hours", 0) * 60 / max(r.get("minutes", 0), 1e-9)
         lines.append(f"| {r['round']} | {r.get('started', '')} | {r.get('machine', '')} "
                      f"| {r.get('init', '')} | {r.get('minutes', 0):.0f} | {r.get('steps', 0)} "
-                     f"| {r.get('audio_hours', 0):.1f} | {r.get('status', '')} |")
+                     f"| {r.get('audio_hours', 0):.1f} | {speed:.1f} | {r.get('status', '')} |")
     for r in rounds:
         lines += ["", f"### Round {r['round']} learning curve", "",
                   f"Held-out CER/WER on the first {r.get('eval_n', '?')} utterances of each set "

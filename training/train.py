@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from service.wav2vec2.attention import _padded_sdpa
 from service.wav2vec2.config import Wav2Vec2Config
 from service.wav2vec2.features import normalize
 from service.wav2vec2.heads import Wav2Vec2ForCTC
@@ -146,12 +147,17 @@ class Batches:
 
 
 def training_logits(model: Wav2Vec2ForCTC, waves: list[Tensor]) -> Packed:
-    """model(waves), with the conv front end run once on the zero-padded batch.
+    """model(waves), computed the way that is fast to train on a CPU.
 
-    Equal to the per-clip front end for feat_extract_norm="layer": each clip keeps exactly
-    the frames whose receptive field lies inside it (config.num_frames), and layer norm is
-    per frame, so padding never reaches them. Checked against model(waves) by --check.
+    The conv front end runs once on the zero-padded batch: equal to the per-clip front end
+    for feat_extract_norm="layer", as each clip keeps exactly the frames whose receptive field
+    lies inside it (config.num_frames) and layer norm is per frame. Attention is one padded,
+    key-masked SDPA call per layer: the serving kernel's per-clip slices cost B zero-filled
+    full-size gradients per layer in backward (2.5x slower steps here). --check compares both
+    with model(waves).
     """
+    for layer in model.wav2vec2.encoder.layers:
+        layer.attention.kernel = _padded_sdpa
     config = model.config
     lengths = [config.num_frames(len(w)) for w in waves]
     padded = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)  # (B, T_max)
@@ -194,6 +200,7 @@ def evaluate(model: Wav2Vec2ForCTC, sets: dict[str, Split], n: int | None, budge
     to hyps_out)."""
     was_training = model.training
     model.eval()
+    model.wav2vec2.set_attention("auto")  # the serving kernel
     results = {}
     for name, split in sets.items():
         idx = range(min(n or len(split), len(split)))
@@ -310,6 +317,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # denormal activations early in training slow steps down
     torch.manual_seed(args.seed)
     args.run.mkdir(parents=True, exist_ok=True)
 
@@ -337,10 +345,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.check:
         clips = [train.clip(i) for i in range(5)]
         with torch.no_grad():
-            a, b = training_logits(model, clips), model(clips)
+            a = training_logits(model, clips)
+            model.wav2vec2.set_attention("auto")
+            b = model(clips)
         diff = float((a.data - b.data).abs().max())
         assert a.lengths == b.lengths and diff < 1e-4, (a.lengths, b.lengths, diff)
-        print(f"padded front end == model(waves): max |diff| {diff:.1e}", flush=True)
+        print(f"training forward == model(waves): max |diff| {diff:.1e}", flush=True)
 
     entry: dict[str, Any] = {
         "round": len(history["rounds"]) + 1,
@@ -420,7 +430,7 @@ def main(argv: list[str] | None = None) -> None:
         step += 1
         seconds = float(train.length[idx].sum()) / SAMPLE_RATE
         audio_seconds += seconds
-        value = float(loss)
+        value = float(loss.detach())
         loss_ema = value if loss_ema is None else 0.95 * loss_ema + 0.05 * value
         bar.update()
         bar.set_postfix(loss=f"{loss_ema:.3f}", lr=f"{lr:.1e}",

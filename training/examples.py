@@ -1,0 +1,38 @@
+"""Write examples/*.wav: short espeak-ng English sentences at 16 kHz, never trained on.
+
+    python -m training.examples
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from training.data import SAMPLE_RATE, espeak
+from training.sentences import RESERVED
+
+EXAMPLES_DIR = Path(__file__).parents[1] / "examples"
+# file stem -> (text, voice, variant, words per minute, pitch)
+EXAMPLES = {
+    "hello_world": ("hello world", "en-us", "", 150, 50),
+    "quick_brown_fox": ("the quick brown fox jumps over the lazy dog", "en", "m3", 160, 45),
+    "call_me_back": ("please call me back after lunch", "en-us", "f2", 165, 60),
+    "weather": ("the weather is nice today", "en-gb-x-rp", "m1", 155, 40),
+}
+
+
+def main() -> None:
+    EXAMPLES_DIR.mkdir(exist_ok=True)
+    pad = np.zeros(SAMPLE_RATE // 4, np.float32)
+    for stem, (text, voice, variant, speed, pitch) in EXAMPLES.items():
+        assert text in RESERVED, text
+        speech = espeak(text, voice, variant, speed, pitch)
+        x = np.concatenate([pad, 0.8 * speech / np.abs(speech).max(), pad])
+        sf.write(EXAMPLES_DIR / f"{stem}.wav", x, SAMPLE_RATE, subtype="PCM_16")
+        print(f"examples/{stem}.wav: {len(x) / SAMPLE_RATE:.2f} s, {text!r}")
+
+
+if __name__ == "__main__":
+    main()
