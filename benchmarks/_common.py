@@ -83,17 +83,19 @@ def clip(seconds: float, seed: int) -> np.ndarray:
     return (rng.standard_normal(n) * 0.1 * envelope).astype(np.float32)
 
 
-def cases(smoke: bool) -> dict[str, list[np.ndarray]]:
-    """case name -> clips. Smoke mode shortens everything so CI runs it in seconds."""
+def cases(smoke: bool, device: str = "cpu") -> dict[str, list[np.ndarray]]:
+    """case name -> clips. Smoke mode shortens everything so CI runs it in seconds; a GPU
+    also gets a 32-clip batch (4 x the mixed lengths), closer to what it serves."""
     if smoke:
-        return {
-            "single_2s": [clip(2.0, 0)],
-            "batch_4_mixed": [clip(s, i) for i, s in enumerate([0.5, 1.0, 1.5, 2.0])],
-        }
-    return {
+        mixed = [clip(s, i) for i, s in enumerate([0.5, 1.0, 1.5, 2.0])]
+        return {"single_2s": [clip(2.0, 0)], "batch_4_mixed": mixed}
+    out = {
         "single_10s": [clip(10.0, 0)],
         "batch_8_mixed": [clip(s, i) for i, s in enumerate(BATCH_SECONDS)],
     }
+    if device == "cuda":
+        out["batch_32_mixed"] = [clip(s, i) for i, s in enumerate(BATCH_SECONDS * 4)]
+    return out
 
 
 def sync(device: str) -> None:

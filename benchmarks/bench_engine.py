@@ -52,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cases", default="", help="comma-separated subset of the case names")
     p.add_argument("--smoke", action="store_true", help="short clips, 1 repeat (CI)")
     p.add_argument("--memory", action="store_true", help="peak memory per side, fresh process")
+    p.add_argument("--reference-fp32", action="store_true", help="also time our engine in float32")
     p.add_argument("--out", type=Path, help="report path; writes both .json and .md")
     p.add_argument("--memory-child", choices=SIDES, help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
@@ -111,8 +112,14 @@ def summarise(times: dict[str, list[float]], clips: list[np.ndarray]) -> dict:
             "times_s": ts,
             "audio_s_per_s": audio / med,
         }
-    if len(times) == 2:
+    if "transformers" in times:
+        ours_t, hf_t = times["ours"], times["transformers"]
         out["speedup"] = out["transformers"]["median_s"] / out["ours"]["median_s"]
+        # Each repeat times both sides back to back: the median of the per-repeat ratios is
+        # the figure least moved by a neighbour's load changing between repeats.
+        out["paired_speedup"] = statistics.median(h / o for o, h in zip(ours_t, hf_t))
+    if "ours_float32" in times:
+        out["vs_float32"] = out["ours_float32"]["median_s"] / out["ours"]["median_s"]
     return out
 
 
@@ -123,26 +130,33 @@ def max_abs_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 
 def memory_child(args: argparse.Namespace) -> None:
     """Runs one side on one case in this fresh process; prints its peak memory as JSON."""
-    clips = cases(args.smoke)[args.cases]
+    clips = cases(args.smoke, args.device)[args.cases]
     if args.memory_child == "ours":
         run, _ = ours(args.checkpoint, args.device, args.dtype, args.attention)
     else:
         run = transformers_runner(args.checkpoint, args.device, args.dtype, args.attention)
     sync(args.device)
-    loaded = _maxrss_mib()
+    loaded = _peak_rss_mib()
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     run(clips)
-    run(clips)
     sync(args.device)
-    result = {"rss_after_load_mib": loaded, "peak_rss_mib": _maxrss_mib()}
+    result = {"rss_after_load_mib": loaded, "peak_rss_mib": _peak_rss_mib()}
     if args.device == "cuda":
         result["cuda_peak_run_mib"] = torch.cuda.max_memory_allocated() / 2**20
         result["cuda_weights_mib"] = torch.cuda.memory_allocated() / 2**20
     print(json.dumps(result))
 
 
-def _maxrss_mib() -> float:
+def _peak_rss_mib() -> float:
+    """This process's peak RSS. VmHWM, not getrusage: Linux carries ru_maxrss over fork and
+    exec, so a child started from a big parent reports the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -162,7 +176,7 @@ def measure_memory(args: argparse.Namespace, checkpoint: Path, case: str) -> dic
 
 
 def run(args: argparse.Namespace) -> dict:
-    all_cases = cases(args.smoke)
+    all_cases = cases(args.smoke, args.device)
     names = [c for c in args.cases.split(",") if c] or list(all_cases)
     report: dict = {"config": args.config, "dtype": args.dtype, "device": args.device}
     report["environment"] = environment(args)
@@ -177,6 +191,8 @@ def run(args: argparse.Namespace) -> dict:
             )
         except Exception as exc:  # e.g. flash_attention_2 without the flash-attn package
             report["attention"]["transformers"] = f"unavailable: {type(exc).__name__}: {exc}"
+        if args.reference_fp32 and args.dtype != "float32":
+            runners["ours_float32"], _ = ours(checkpoint, args.device, "float32", args.attention)
         report["cases"] = {}
         for name in names:
             clips = all_cases[name]
@@ -204,16 +220,22 @@ def markdown(report: dict) -> str:
         f"Command: `{env['command']}`",
         "",
         "| case | audio s | ours median s | transformers median s | ours audio-s/s "
-        "| transformers audio-s/s | speedup | max abs diff |",
-        "|---|---|---|---|---|---|---|---|",
+        "| transformers audio-s/s | speedup (medians) | speedup (paired) | max abs diff |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, c in report["cases"].items():
         hf = c.get("transformers", {})
         lines.append(
             f"| {name} | {c['audio_seconds']:.1f} | {c['ours']['median_s']:.3f} | "
-            f"{_f(hf.get('median_s'), '.3f')} | {c['ours']['audio_s_per_s']:.1f} | "
-            f"{_f(hf.get('audio_s_per_s'), '.1f')} | {_f(c.get('speedup'), '.2f')}x | "
-            f"{_f(c.get('max_abs_diff'), '.1e')} |"
+            f"{_f(hf.get('median_s'), '.3f')} | {c['ours']['audio_s_per_s']:.2f} | "
+            f"{_f(hf.get('audio_s_per_s'), '.2f')} | {_f(c.get('speedup'), '.2f')}x | "
+            f"{_f(c.get('paired_speedup'), '.2f')}x | {_f(c.get('max_abs_diff'), '.1e')} |"
+        )
+    refs = {n: c for n, c in report["cases"].items() if "vs_float32" in c}
+    for name, c in refs.items():
+        lines.append(
+            f"\n{name}: our engine in float32 took {c['ours_float32']['median_s']:.3f} s, so "
+            f"{report['dtype']} runs at {c['vs_float32']:.2f}x float32's speed."
         )
     if "memory" in report:
         mem = report["memory"]

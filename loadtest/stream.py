@@ -98,9 +98,13 @@ async def one_stream(
                         result.extra["stop_to_end"] = now - stopped
                         return
 
-            await asyncio.wait_for(receive(), timeout + clip.seconds / max(pace, 1e-9))
-            if not send_task.done():
-                send_task.cancel()
+            try:
+                await asyncio.wait_for(receive(), timeout + (clip.seconds / pace if pace else 0))
+            finally:
+                if not send_task.done():
+                    send_task.cancel()
+                elif not send_task.cancelled():
+                    send_task.exception()  # retrieved: a failed send is reported by receive
             if "stop_to_end" not in result.extra and result.error is None:
                 result.error = f"closed_{ws.close_code}"
     except asyncio.TimeoutError:
