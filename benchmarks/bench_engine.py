@@ -141,19 +141,23 @@ def memory_child(args: argparse.Namespace) -> None:
         torch.cuda.reset_peak_memory_stats()
     run(clips)
     sync(args.device)
-    result = {"rss_after_load_mib": loaded, "peak_rss_mib": _peak_rss_mib()}
+    result = {
+        "rss_after_load_mib": loaded,
+        "peak_rss_mib": _peak_rss_mib(),
+        "rss_end_mib": _peak_rss_mib("VmRSS:"),
+    }
     if args.device == "cuda":
         result["cuda_peak_run_mib"] = torch.cuda.max_memory_allocated() / 2**20
         result["cuda_weights_mib"] = torch.cuda.memory_allocated() / 2**20
     print(json.dumps(result))
 
 
-def _peak_rss_mib() -> float:
-    """This process's peak RSS. VmHWM, not getrusage: Linux carries ru_maxrss over fork and
-    exec, so a child started from a big parent reports the parent's peak."""
+def _peak_rss_mib(field: str = "VmHWM:") -> float:
+    """This process's peak RSS (VmRSS: the current one). VmHWM, not getrusage: Linux carries
+    ru_maxrss over fork and exec, so a child started from a big parent reports its peak."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024  # kB
     except OSError:
         pass
@@ -241,17 +245,18 @@ def markdown(report: dict) -> str:
         mem = report["memory"]
         lines += ["", f"Peak memory, each side alone in a fresh process, case {mem['case']}:", ""]
         lines += [
-            "| side | RSS after load MiB | peak RSS MiB | CUDA peak MiB |",
-            "|---|---|---|---|",
+            "| side | peak RSS after load MiB | peak RSS MiB | RSS at end MiB | CUDA peak MiB |",
+            "|---|---|---|---|---|",
         ]
         for side in SIDES:
             m = mem.get(side, {})
             if "error" in m:
-                lines.append(f"| {side} | error: {m['error']} | | |")
+                lines.append(f"| {side} | error: {m['error']} | | | |")
                 continue
             lines.append(
                 f"| {side} | {_f(m.get('rss_after_load_mib'), '.0f')} | "
-                f"{_f(m.get('peak_rss_mib'), '.0f')} | {_f(m.get('cuda_peak_run_mib'), '.0f')} |"
+                f"{_f(m.get('peak_rss_mib'), '.0f')} | {_f(m.get('rss_end_mib'), '.0f')} | "
+                f"{_f(m.get('cuda_peak_run_mib'), '.0f')} |"
             )
     return "\n".join(lines) + "\n"
 
