@@ -29,6 +29,8 @@ def _per_clip(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> AttentionFn:
 
     def run(q: Tensor, k: Tensor, v: Tensor, cu: Tensor, max_len: int) -> Tensor:
         bounds = cu.tolist()
+        if len(bounds) == 2:  # one clip: no slicing, no copy back
+            return fn(*(t.transpose(0, 1).unsqueeze(0) for t in (q, k, v)))[0].transpose(0, 1)
         out = torch.empty_like(q)
         for a, b in zip(bounds[:-1], bounds[1:]):
             qi, ki, vi = (t[a:b].transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, H, T, d)

@@ -183,6 +183,8 @@ def load_model(
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
     model = model.to(device=dev, dtype=dt).eval().requires_grad_(False)
+    for layer in model.wav2vec2.encoder.layers:
+        layer.attention.fuse_qkv()  # type: ignore[operator]
     model.wav2vec2.set_attention(attention)
     tokenizer = CTCTokenizer.from_dir(path) if config.task == "transcribe" else None
     return LoadedModel(

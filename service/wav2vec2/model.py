@@ -43,11 +43,15 @@ class Packed:
 
     def padded(self) -> Tensor:
         """(B, T_max, ...) with zeros after each clip's end."""
+        if len(self.lengths) == 1:
+            return self.data[None]  # one clip: nothing to pad, no copy
         return nn.utils.rnn.pad_sequence(self.split(), batch_first=True)
 
     @staticmethod
     def from_padded(padded: Tensor, lengths: list[int]) -> Packed:
         """Inverse of padded(): keeps the first lengths[i] frames of row i."""
+        if len(lengths) == 1:
+            return Packed(padded[0, : lengths[0]], lengths)
         return Packed(torch.cat([padded[i, :n] for i, n in enumerate(lengths)]), lengths)
 
 
@@ -98,7 +102,8 @@ class FeatureEncoder(nn.Module):
                 x = layer(x)
             for j, i in enumerate(indices):
                 outputs[i] = x[j].transpose(0, 1)  # (T_i, C)
-        return Packed(torch.cat(outputs), [o.shape[0] for o in outputs])
+        data = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+        return Packed(data, [o.shape[0] for o in outputs])
 
 
 class FeatureProjection(nn.Module):
@@ -144,12 +149,28 @@ class Attention(nn.Module):
         self.q_proj, self.k_proj = nn.Linear(d, d), nn.Linear(d, d)
         self.v_proj, self.out_proj = nn.Linear(d, d), nn.Linear(d, d)
         self.kernel: AttentionFn | None = None  # set by Wav2Vec2Model.set_attention
+        self.qkv: nn.Linear | None = None  # q, k, v in one GEMM once loaded (fuse_qkv)
+
+    @torch.no_grad()
+    def fuse_qkv(self) -> None:
+        """Inference: one (D, 3D) projection instead of three; keeps the checkpoint modules."""
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        d = self.q_proj.in_features
+        self.qkv = nn.Linear(
+            d, 3 * d, device=self.q_proj.weight.device, dtype=self.q_proj.weight.dtype
+        )
+        self.qkv.weight.copy_(torch.cat([p.weight for p in projections]))
+        self.qkv.bias.copy_(torch.cat([p.bias for p in projections]))
+        self.qkv.requires_grad_(False)
 
     def forward(self, x: Tensor, cu: Tensor, max_len: int) -> Tensor:
         n, d = x.shape
-        q, k, v = (
-            p(x).view(n, self.num_heads, -1) for p in (self.q_proj, self.k_proj, self.v_proj)
-        )
+        if self.qkv is not None:
+            q, k, v = self.qkv(x).view(n, 3, self.num_heads, -1).unbind(1)  # 3 x (N, H, d_head)
+        else:
+            q, k, v = (
+                p(x).view(n, self.num_heads, -1) for p in (self.q_proj, self.k_proj, self.v_proj)
+            )
         assert self.kernel is not None
         out = self.kernel(q, k, v, cu, max_len)  # (N, H, d_head)
         return self.out_proj(out.reshape(n, d))
