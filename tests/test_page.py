@@ -70,7 +70,7 @@ def test_page_streams_a_microphone_and_transcribes_a_file(tmp_path, checkpoints)
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(server.url + "/")
-            model = server.app.state.runtimes and next(iter(server.app.state.runtimes))
+            model = next(iter(server.app.state.runtimes))
             page.wait_for_function(
                 f"document.getElementById('model').textContent === {json.dumps(model)}"
             )

@@ -23,7 +23,7 @@ import contextlib
 import hmac
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -58,8 +58,7 @@ class StreamStats:
     """Per-app stream accounting (app.state.streams); tests read it."""
 
     active: int = 0
-    peak_pending_samples: int = 0
-    live: set[Stream] = field(default_factory=set)
+    peak_pending_samples: int = 0  # the most unprocessed audio any stream held
 
 
 def stream_stats(state: Any) -> StreamStats:
@@ -161,24 +160,20 @@ class _Session:
         else:
             start = StartRequest()
         await self._begin(start)
-        try:
-            if first_audio is not None:
-                await self._audio(first_audio)
-            while (message := await self._receive()) is not None:
-                if message.get("bytes") is not None:
-                    await self._audio(message["bytes"])
-                    continue
-                control = parse_control(message.get("text") or "")
-                if control["type"] == "stop":
-                    await self._send(await self._finish())
-                    await self._end()
-                    return
-                if control["type"] == "start":
-                    raise StreamError("unexpected_start", "start must be the first frame")
-                raise StreamError("invalid_message", f"unknown message type {control['type']!r}")
-        finally:
-            if self.stream is not None:
-                self.stats.live.discard(self.stream)
+        if first_audio is not None:
+            await self._audio(first_audio)
+        while (message := await self._receive()) is not None:
+            if message.get("bytes") is not None:
+                await self._audio(message["bytes"])
+                continue
+            control = parse_control(message.get("text") or "")
+            if control["type"] == "stop":
+                await self._send(await self._finish())
+                await self._end()
+                return
+            if control["type"] == "start":
+                raise StreamError("unexpected_start", "start must be the first frame")
+            raise StreamError("invalid_message", f"unknown message type {control['type']!r}")
 
     async def _receive(self) -> Message | None:
         """The next text or binary frame; None when the client went away."""
@@ -226,7 +221,6 @@ class _Session:
         self.stream = Stream(
             windowing, loaded.tokenizer, loaded.frame_seconds, infer, interim=start.interim_results
         )
-        self.stats.live.add(self.stream)
         self.decoder = PcmDecoder(start.encoding, start.sample_rate, engine.sampling_rate)
         ready = {"type": "ready", "model": runtime.name, "sample_rate": start.sample_rate}
         await self._send([{**ready, "encoding": start.encoding}])
