@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import subprocess
@@ -78,6 +79,12 @@ class LiveServer:
     @property
     def streams(self):
         return stream_stats(self.app.state)
+
+    def offline(self, data: bytes) -> dict:
+        """The REST Prediction for a file: the offline transcript."""
+        response = httpx.post(self.url + "/v1/transcribe", content=data, timeout=60)
+        response.raise_for_status()
+        return response.json()
 
 
 def model_spec(checkpoints) -> str:
@@ -164,15 +171,7 @@ def speech(tmp_path_factory) -> np.ndarray:
     return synthesize(tmp_path_factory.mktemp("speech"))
 
 
-def offline(server: LiveServer, data: bytes) -> dict:
-    response = httpx.post(server.url + "/v1/transcribe", content=data, timeout=60)
-    response.raise_for_status()
-    return response.json()
-
-
 def wav_bytes(x: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
-    import io
-
     buf = io.BytesIO()
     sf.write(buf, x, rate, format="WAV", subtype=subtype)
     return buf.getvalue()
@@ -195,8 +194,8 @@ def test_concurrent_streams_get_finals_that_match_offline(server, speech):
 
     results = asyncio.run(all_streams())
     references = [
-        offline(server, wav_bytes(speech, 16_000)),
-        offline(server, wav_bytes(x48, 48_000, "FLOAT")),
+        server.offline(wav_bytes(speech, 16_000)),
+        server.offline(wav_bytes(x48, 48_000, "FLOAT")),
     ]
     duration = len(speech) / 16_000
     for (messages, code), ref in zip(results, [references[0], references[1], references[0]]):
