@@ -68,7 +68,16 @@ class DrainingServer(uvicorn.Server):
 
 
 def run(app: FastAPI, host: str, port: int, log_level: str, drain_timeout: float) -> None:
+    settings = app.state.settings
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=5,
+        # uvicorn's WebSocket defaults (16 MiB x 32 queued messages) would buffer ~512 MiB per
+        # stream before the stream's own back-pressure applies; keep the socket's share small.
+        ws_max_size=2 * settings.stream_max_frame_bytes,
+        ws_max_queue=4,
     )
     DrainingServer(config, app.state.lifecycle, drain_timeout).run()
