@@ -13,6 +13,18 @@ from typing import Any
 from service.errors import ServiceError
 from service.settings import Settings
 
+# The Settings fields that apply to `predict` (serve takes them all).
+PREDICT_SETTINGS = [
+    "model",
+    "device",
+    "dtype",
+    "attention",
+    "chunk_seconds",
+    "stride_seconds",
+    "max_audio_seconds",
+    "max_batch_size",
+]
+
 
 def _settings_flags(parser: argparse.ArgumentParser, names: list[str]) -> None:
     """One flag per Settings field; the default stays unset so the env (W2V_*) can apply."""
@@ -43,19 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="start the HTTP/WebSocket service")
     _settings_flags(serve, [n for n in Settings.model_fields])
     predict = sub.add_parser("predict", help="run a model on audio files, one JSON line each")
-    _settings_flags(
-        predict,
-        [
-            "model",
-            "device",
-            "dtype",
-            "attention",
-            "chunk_seconds",
-            "stride_seconds",
-            "max_audio_seconds",
-            "max_batch_size",
-        ],
-    )
+    _settings_flags(predict, PREDICT_SETTINGS)
     predict.add_argument(
         "--task", default="auto", choices=["auto", "transcribe", "classify", "embed", "frames"]
     )
@@ -72,17 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return serve(_settings(args, list(Settings.model_fields)))
-        names = [
-            "model",
-            "device",
-            "dtype",
-            "attention",
-            "chunk_seconds",
-            "stride_seconds",
-            "max_audio_seconds",
-            "max_batch_size",
-        ]
-        return predict(_settings(args, names), args)
+        return predict(_settings(args, PREDICT_SETTINGS), args)
     except ServiceError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

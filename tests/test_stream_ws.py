@@ -319,3 +319,14 @@ def test_abrupt_close_and_too_many_streams(server, speech):
     metrics = httpx.get(server.url + "/metrics").text
     assert "w2v_active_streams 0.0" in metrics
     assert 'w2v_stream_emit_latency_seconds_count{kind="final"}' in metrics
+
+
+def test_api_keys_guard_the_stream(checkpoints, speech):
+    """Bearer header or ?api_key= (browsers cannot set WebSocket headers); else 1008."""
+    settings = Settings(model=[model_spec(checkpoints)], device="cpu", api_keys=["k1", "k2"])
+    audio = [pcm16(speech[:16_000])]
+    with LiveServer(settings) as live:
+        denied, code = asyncio.run(run_stream(live.ws_url, audio))
+        assert (denied[-1]["type"], denied[-1]["code"], code) == ("error", "unauthorized", 1008)
+        allowed, code = asyncio.run(run_stream(live.ws_url + "?api_key=k2", audio))
+        assert (allowed[0]["type"], allowed[-1]["type"], code) == ("ready", "end", 1000)

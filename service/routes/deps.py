@@ -38,17 +38,24 @@ def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-async def require_api_key(request: Request) -> None:
-    """Bearer token check, in constant time per key; open when no keys are configured."""
-    keys: list[str] = request.app.state.settings.api_keys
-    if not keys:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    given = token.strip().encode()
+def bearer_token(authorization: str) -> str:
+    """The token of an `Authorization: Bearer <token>` header, else ""."""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def key_is_valid(given: str, keys: list[str]) -> bool:
+    """Constant time per key, and no early exit: timing does not tell which key nearly matched."""
     ok = False
-    for key in keys:  # no early exit: the time does not tell which key nearly matched
-        ok |= hmac.compare_digest(given, key.encode())
-    if scheme.lower() != "bearer" or not ok:
+    for key in keys:
+        ok |= hmac.compare_digest(given.encode(), key.encode())
+    return ok
+
+
+async def require_api_key(request: Request) -> None:
+    """Bearer token check; open when no keys are configured."""
+    keys: list[str] = request.app.state.settings.api_keys
+    if keys and not key_is_valid(bearer_token(request.headers.get("authorization", "")), keys):
         raise UnauthorizedError("a valid API key is required: Authorization: Bearer <key>")
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from starlette.types import Message
 from service import metrics
 from service.batcher import STREAM_PRIORITY
 from service.errors import ServiceError
+from service.routes.deps import bearer_token, key_is_valid
 from service.runtime import ModelRuntime
 from service.settings import Settings
 from service.streaming import (
@@ -104,14 +104,8 @@ async def stream(websocket: WebSocket) -> None:
 
 def _admit(websocket: WebSocket, settings: Settings, stats: StreamStats) -> None:
     if settings.api_keys:  # browsers cannot set headers on a WebSocket: ?api_key= also works
-        scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
-        given = (token if scheme.lower() == "bearer" else "") or websocket.query_params.get(
-            "api_key", ""
-        )
-        ok = False
-        for key in settings.api_keys:
-            ok |= hmac.compare_digest(given.encode(), key.encode())
-        if not ok:
+        given = bearer_token(websocket.headers.get("authorization", ""))
+        if not key_is_valid(given or websocket.query_params.get("api_key", ""), settings.api_keys):
             raise StreamError("unauthorized", "a valid API key is required")
     if not websocket.app.state.lifecycle.accepting:
         raise StreamError("unavailable", "the server is not ready or is draining", TRY_LATER)
