@@ -21,6 +21,7 @@ class Lifecycle:
         self._idle = asyncio.Event()
         self._idle.set()
         self._drain_deadline: float | None = None
+        self.stopping = asyncio.Event()  # set when the drain begins: open streams wind up
 
     def set_ready(self, ready: bool) -> None:
         self.ready = ready
@@ -48,6 +49,7 @@ class Lifecycle:
     async def drain(self, timeout: float) -> bool:
         """Stops intake at once, then waits for what was accepted; True if all finished."""
         self.draining = True
+        self.stopping.set()
         READY.set(0)
         started = time.monotonic()
         self._drain_deadline = started + timeout

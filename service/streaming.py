@@ -36,7 +36,7 @@ Infer = Callable[[np.ndarray], Awaitable[np.ndarray]]  # (samples,) -> (frames, 
 Message = dict[str, Any]
 
 # WebSocket close codes (RFC 6455 and IANA's registry)
-NORMAL, POLICY, TOO_BIG, INTERNAL, TRY_LATER = 1000, 1008, 1009, 1011, 1013
+NORMAL, POLICY, TOO_BIG, INTERNAL, RESTART, TRY_LATER = 1000, 1008, 1009, 1011, 1012, 1013
 ENCODINGS: dict[str, np.dtype[Any]] = {"pcm_s16le": np.dtype("<i2"), "pcm_f32le": np.dtype("<f4")}
 
 

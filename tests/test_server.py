@@ -165,3 +165,36 @@ async def test_abandoned_request_is_skipped_then_idle_sigterm_exits_0(server):
     code = await asyncio.to_thread(server.proc.wait, 15)
     assert code == 0, server.log.read_text()
     assert time.monotonic() - started < 10
+
+
+async def test_sigterm_ends_open_streams_with_their_finals(server):
+    """An open WebSocket stream does not hold the drain: it gets the finals of the audio it
+    sent, then server_draining and close 1012, and the process exits 0 well before the
+    drain timeout."""
+    import json
+
+    import numpy as np
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    audio = (speech_like(2.0) * 32767).astype(np.int16).tobytes()
+    messages = []
+    async with connect(f"ws://127.0.0.1:{server.port}/v1/stream") as ws:
+        await ws.send(json.dumps({"type": "start"}))
+        await ws.send(audio)
+        messages.append(json.loads(await ws.recv()))  # ready
+        server.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        try:
+            async for raw in ws:
+                messages.append(json.loads(raw))
+        except ConnectionClosed:
+            pass
+        code = ws.close_code
+    kinds = [m["type"] for m in messages]
+    assert kinds[0] == "ready" and kinds[-1] == "error", kinds
+    assert messages[-1]["code"] == "server_draining" and code == 1012
+    finals = [m for m in messages if m["type"] == "final"]
+    assert finals and finals[-1]["end"] <= 2.0 + 1e-6
+    assert await asyncio.to_thread(server.proc.wait, DRAIN_TIMEOUT) == 0
+    assert time.monotonic() - signalled < DRAIN_TIMEOUT / 2

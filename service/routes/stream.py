@@ -11,6 +11,9 @@ Protocol decisions the contract leaves open:
   1011 (the server's own fault, logged). A client that just goes away is not an error.
 - Idle timeout (no frame for stream_idle_timeout s): the finals of the audio received so far
   are sent, then `error` code idle_timeout, then close 1008.
+- Drain (SIGTERM): an open stream gets the finals of all audio received, then `error` code
+  server_draining and close 1012 (service restart), so the client reconnects to another pod
+  instead of holding the drain until its timeout.
 - Back-pressure: the next frame is read only after every full chunk has run, so a client that
   sends faster than the model keeps up waits in TCP, and a stream holds at most one frame plus
   one window of unprocessed audio.
@@ -37,6 +40,7 @@ from service.settings import Settings
 from service.streaming import (
     INTERNAL,
     NORMAL,
+    RESTART,
     TOO_BIG,
     TRY_LATER,
     PcmDecoder,
@@ -137,6 +141,7 @@ class _Session:
         self.stats = stats
         self.stream: Stream | None = None
         self.decoder: PcmDecoder | None = None
+        self.lifecycle = websocket.app.state.lifecycle
 
     async def run(self) -> None:
         message = await self._receive()
@@ -171,10 +176,20 @@ class _Session:
 
     async def _receive(self) -> Message | None:
         """The next text or binary frame; None when the client went away."""
-        try:
-            message = await asyncio.wait_for(self.ws.receive(), self.settings.stream_idle_timeout)
-        except asyncio.TimeoutError:
+        receive = asyncio.ensure_future(self.ws.receive())
+        stopping = asyncio.ensure_future(self.lifecycle.stopping.wait())
+        done, _ = await asyncio.wait(
+            {receive, stopping},
+            timeout=self.settings.stream_idle_timeout,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        stopping.cancel()
+        if receive not in done:
+            receive.cancel()
+            if stopping in done:
+                await self._drained()
             await self._idle()
+        message = receive.result()
         if message["type"] == "websocket.disconnect":
             return None
         size = len(message.get("bytes") or b"") + len(message.get("text") or "")
@@ -182,6 +197,12 @@ class _Session:
         if size > limit:
             raise StreamError("frame_too_large", f"frames are limited to {limit} bytes", TOO_BIG)
         return message
+
+    async def _drained(self) -> NoReturn:
+        """SIGTERM: finals for all audio received, then 1012 so the client reconnects elsewhere."""
+        if self.stream is not None:
+            await self._send(await self._finish())
+        raise StreamError("server_draining", "the server is restarting; reconnect", RESTART)
 
     async def _idle(self) -> NoReturn:
         if self.stream is not None:
