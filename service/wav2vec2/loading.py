@@ -164,7 +164,8 @@ def load_model(
     config = Wav2Vec2Config.from_dict(raw)
     if task not in ("auto", config.task):
         raise ModelError(f"{source} is a {config.architecture} ({config.task}); it cannot {task}")
-    model = build(config)
+    with torch.device("meta"):  # no random init: the checkpoint's tensors become the params
+        model = build(config)
     weights = rename(read_weights(path), config, pretraining)
     missing, unexpected = _compare(model.state_dict().keys(), weights.keys())
     if missing or unexpected:
@@ -173,7 +174,7 @@ def load_model(
             f"missing {missing[:8]}, unexpected {unexpected[:8]}"
         )
     try:
-        model.load_state_dict(weights, strict=True)
+        model.load_state_dict(weights, strict=True, assign=True)
     except RuntimeError as exc:  # shape mismatch: config and weights disagree
         raise ModelError(f"{path}: {exc}") from exc
     # Fold the positional conv's weight norm into a plain weight once, not every forward.
