@@ -5,5 +5,6 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install -q -c constraints.txt torch==2.13.0
 .venv/bin/pip install -q -c constraints.txt -e '.[test]'
-.venv/bin/ruff check service tests training loadtest
+.venv/bin/ruff check service tests training loadtest benchmarks
+.venv/bin/mypy service
 .venv/bin/python -m pytest "$@"

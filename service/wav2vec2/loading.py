@@ -185,7 +185,7 @@ def load_model(
     dt = pick_dtype(dtype, dev)
     model = model.to(device=dev, dtype=dt).eval().requires_grad_(False)
     for layer in model.wav2vec2.encoder.layers:
-        layer.attention.fuse_qkv()  # type: ignore[operator]
+        layer.attention.fuse_qkv()  # type: ignore[union-attr,operator]
     model.wav2vec2.set_attention(attention)
     tokenizer = CTCTokenizer.from_dir(path) if config.task == "transcribe" else None
     return LoadedModel(
