@@ -19,6 +19,7 @@ import math
 import platform
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -266,6 +267,38 @@ def data_description(train: Split) -> list[str]:
     ]
 
 
+class ActiveClock:
+    """Seconds since creation, less the time the process was stopped (SIGSTOP/SIGCONT).
+
+    Benchmarks on this shared machine stop other processes to measure on a quiet CPU; the
+    budget and the LR schedule should not run on while this one is frozen. A daemon thread
+    ticks every second; a tick that comes `PAUSE_S` late means the process was stopped.
+    """
+
+    PAUSE_S = 30.0
+
+    def __init__(self) -> None:
+        self.start = self.last = time.monotonic()
+        self.paused = 0.0
+        threading.Thread(target=self._tick, daemon=True).start()
+
+    def _tick(self) -> None:
+        while True:
+            time.sleep(1.0)
+            now = time.monotonic()
+            if now - self.last > self.PAUSE_S:
+                self.paused += now - self.last - 1.0
+                tqdm.write(f"[clock] process was stopped for {now - self.last:.0f} s; "
+                           "not counted in the budget", file=sys.stdout)
+            self.last = now
+
+    def __call__(self) -> float:
+        now = time.monotonic()
+        # A stop still under way (the ticker has not caught up yet) is not counted either.
+        behind = now - self.last
+        return now - self.start - self.paused - (behind if behind > self.PAUSE_S else 0.0)
+
+
 def lr_at(step: int, frac: float, args: argparse.Namespace) -> float:
     """Linear warmup over steps, then cosine over the fraction of the time budget spent."""
     if step < args.warmup:
@@ -370,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
     longest = float(train.length.max())
     best: dict[str, Any] = {"cer": float("inf"), "state": copy.deepcopy(model.state_dict()),
                             "eval": None}
-    start = time.monotonic()
+    clock = ActiveClock()
     next_eval, next_export = args.eval_every * 60, args.export_every * 60
     audio_seconds, loss_ema, step = 0.0, None, 0
     bar = tqdm(unit="step", mininterval=20, smoothing=0.05, file=sys.stdout)
@@ -386,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:
         (args.run / "training.json").write_text(json.dumps(history, indent=1))
 
     while True:
-        elapsed = time.monotonic() - start
+        elapsed = clock()
         done = elapsed >= args.minutes * 60 or (args.max_steps is not None
                                                 and step >= args.max_steps)
         if elapsed >= next_eval or done:
@@ -404,14 +437,14 @@ def main(argv: list[str] | None = None) -> None:
                        + ", ".join(f"{k} CER {100 * v['cer']:.1f}% WER {100 * v['wer']:.1f}%"
                                    for k, v in evals.items()), file=sys.stdout)
             sys.stdout.flush()
-            next_eval = time.monotonic() - start + args.eval_every * 60
+            next_eval = clock() + args.eval_every * 60
         if done:
             break
-        if time.monotonic() - start >= next_export:
+        if clock() >= next_export:
             export_best(f"in progress ({elapsed / 60:.0f} of {args.minutes:.0f} min)")
             tqdm.write(f"[export] best (mean CER {100 * best['cer']:.1f}%) -> "
                        f"{args.run / 'export'}", file=sys.stdout)
-            next_export = time.monotonic() - start + args.export_every * 60
+            next_export = clock() + args.export_every * 60
 
         cap = None
         if step < args.curriculum_steps:
