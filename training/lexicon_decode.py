@@ -151,7 +151,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", type=Path, default=export.MODEL_DIR)
     p.add_argument("--data", type=Path, default=DATA_DIR)
-    p.add_argument("--tune", type=int, default=50, help="utterances per set for alpha/beta")
+    p.add_argument("--tune", type=int, default=40, help="utterances per set for alpha/beta")
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--write", action="store_true", help="record in the model's card")
     args = p.parse_args()
@@ -176,7 +176,7 @@ def main() -> None:
     results: dict[str, dict] = {}
     for lm_name, lm in lms.items():
         best = None
-        for alpha in (0.3, 0.6, 1.0):
+        for alpha in (0.5, 1.0):
             for beta in (0.0, 2.0, 4.0):
                 hyps, rs = [], []
                 for name in HELDOUT_SETS:

@@ -327,7 +327,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None, help="steps (100 scratch, 30 warm)")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--clip", type=float, default=1.0)
-    p.add_argument("--batch-seconds", type=float, default=60.0, help="padded audio per batch")
+    p.add_argument("--batch-seconds", type=float, default=30.0, help="padded audio per batch")
     p.add_argument("--curriculum-steps", type=int, default=None, help="(400 scratch, 0 warm)")
     p.add_argument("--first-conv", type=int, default=64, help="channels of the first conv")
     p.add_argument("--eval-every", type=float, default=5.0, help="minutes")
