@@ -17,6 +17,7 @@ import torch
 
 import service
 from service.wav2vec2.loading import LoadedModel, load_model
+from training.text import edit_distance
 
 MODEL_DIR = Path(service.__file__).parent / "models" / "demo-ctc"
 EXAMPLES = Path(__file__).parents[1] / "examples"
@@ -58,20 +59,13 @@ def transcribe(demo: LoadedModel, samples: np.ndarray) -> str:
 
 def espeak(text: str, voice: str, variant: str, speed: int, pitch: int) -> np.ndarray:
     name = f"{voice}+{variant}" if variant else voice
-    wav = subprocess.run(["espeak-ng", "-v", name, "-s", str(speed), "-p", str(pitch),
-                          "--stdout", text], capture_output=True, check=True).stdout
+    wav = subprocess.run(
+        ["espeak-ng", "-v", name, "-s", str(speed), "-p", str(pitch), "--stdout", text],
+        capture_output=True,
+        check=True,
+    ).stdout
     x, rate = sf.read(io.BytesIO(wav), dtype="float32")
     return soxr.resample(x, rate, 16_000).astype(np.float32)
-
-
-def edit_distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
 
 
 def test_transformers_loads_it_and_agrees(demo: LoadedModel) -> None:

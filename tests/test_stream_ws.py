@@ -30,6 +30,7 @@ from service.app import create_app
 from service.routes.stream import stream_stats
 from service.settings import Settings
 from tests.conftest import require_tool
+from training.text import edit_distance
 
 DEMO = Path(__file__).resolve().parent.parent / "service" / "models" / "demo-ctc"
 HAVE_DEMO = (DEMO / "config.json").exists()
@@ -133,13 +134,7 @@ async def run_stream(url, chunks, start=None, pace=0.0, stop=True):
 
 def edit_rate(ref: list, hyp: list) -> float:
     """Levenshtein distance / len(ref)."""
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i]
-        for j, h in enumerate(hyp, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h)))
-        prev = cur
-    return prev[-1] / max(1, len(ref))
+    return edit_distance(ref, hyp) / max(1, len(ref))
 
 
 def finals_of(messages: list[dict]) -> list[dict]:
