@@ -32,9 +32,9 @@ UNSEEN = [
     ("the weather is nice today", "en-gb-x-rp", "f5", 145, 65),
 ]
 # Measured CER on UNSEEN with the committed weights, plus margin (see the model card).
-MAX_CER = 0.60
+MAX_CER = 0.55
 # CER on UNSEEN when it was measured, for the xfail reason below.
-MEASURED_CER = "43% on UNSEEN (round 1, 92 min export)"
+MEASURED_CER = "37% on UNSEEN (round 1 final, 120 min)"
 
 
 def require(tool: str) -> None:
