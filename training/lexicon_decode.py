@@ -176,8 +176,8 @@ def main() -> None:
     results: dict[str, dict] = {}
     for lm_name, lm in lms.items():
         best = None
-        for alpha in (0.5, 1.0):
-            for beta in (0.0, 2.0, 4.0):
+        for alpha in (0.3, 0.6, 1.0):
+            for beta in (0.0, 1.5, 3.0):
                 hyps, rs = [], []
                 for name in HELDOUT_SETS:
                     hyps += [beam_search(x, lm, alpha, beta, args.width)
