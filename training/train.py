@@ -404,7 +404,9 @@ def main(argv: list[str] | None = None) -> None:
     best: dict[str, Any] = {"cer": float("inf"), "state": copy.deepcopy(model.state_dict()),
                             "eval": None}
     clock = ActiveClock()
-    next_eval, next_export = args.eval_every * 60, args.export_every * 60
+    # A warm start is scored before its first step, so a round never exports worse weights.
+    next_eval = 0.0 if not args.from_scratch else args.eval_every * 60
+    next_export = args.export_every * 60
     audio_seconds, loss_ema, step = 0.0, None, 0
     bar = tqdm(unit="step", mininterval=20, smoothing=0.05, file=sys.stdout)
 
