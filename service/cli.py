@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ServiceError
-from service.settings import Settings
+from service.settings import Settings, default_model_specs
 
 # The Settings fields that apply to `predict` (serve takes them all).
 PREDICT_SETTINGS = [
@@ -103,7 +103,8 @@ def predict(settings: Settings, args: argparse.Namespace) -> int:
     from service.engine import Engine
     from service.wav2vec2.loading import load_model
 
-    specs = settings.model_specs()
+    # No --model: the embedded demo model for the task (the classifier for --task classify).
+    specs = settings.model_specs() if settings.model else default_model_specs(args.task)
     if len(specs) != 1:
         raise ServiceError("predict takes one --model")
     name, source = specs[0]

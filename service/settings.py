@@ -78,13 +78,28 @@ class Settings(BaseSettings):
         return self
 
     def model_specs(self) -> list[tuple[str, str]]:
-        """(name, path or hub id) per --model; the embedded demo model when none is given."""
-        specs = self.model or [f"{DEFAULT_MODEL_NAME}={DEFAULT_MODEL}"]
-        return [parse_model_spec(s) for s in specs]
+        """(name, path or hub id) per --model; the embedded demo models when none is given."""
+        if not self.model:
+            return default_model_specs()
+        return [parse_model_spec(s) for s in self.model]
 
 
-DEFAULT_MODEL = Path(__file__).parent / "models" / "demo-ctc"
+MODELS_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL_NAME = "demo-ctc"
+DEFAULT_MODEL = MODELS_DIR / DEFAULT_MODEL_NAME
+# Served when no --model is given: speech recognition, and the spoken-command classifier so
+# that /v1/classify has a real default too (where the package carries it).
+DEFAULT_MODEL_NAMES = (DEFAULT_MODEL_NAME, "demo-commands")
+
+
+def default_model_specs(task: str | None = None) -> list[tuple[str, str]]:
+    """The embedded demo models present in the package; with `task`, only the one for it."""
+    specs = [(name, str(MODELS_DIR / name)) for name in DEFAULT_MODEL_NAMES
+             if (MODELS_DIR / name / "config.json").is_file()]
+    if task is None:
+        return specs
+    wanted = "demo-commands" if task == "classify" else DEFAULT_MODEL_NAME
+    return [s for s in specs if s[0] == wanted] or specs[:1]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 

@@ -47,30 +47,42 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def save(model: nn.Module, config: Wav2Vec2Config, out_dir: Path, history: dict[str, Any]) -> None:
-    """Writes the directory next to out_dir, then swaps it in: a reader never sees half of it."""
+    """The CTC demo model: weights, configs, vocabulary and tokenizer, record and card."""
+    special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
+    save_directory(model, config, out_dir, README=model_card(history), **{
+        "training.json": history,
+        "vocab.json": {t: i for i, t in enumerate(VOCAB)},
+        "special_tokens_map.json": special,
+        "tokenizer_config.json": {
+            "tokenizer_class": "Wav2Vec2CTCTokenizer", **special, "word_delimiter_token": "|",
+            "replace_word_delimiter_char": " ", "do_lower_case": False,
+            "clean_up_tokenization_spaces": False, "processor_class": "Wav2Vec2Processor",
+            "model_max_length": 1_000_000_000,
+        },
+    })
+
+
+def save_directory(model: nn.Module, config: Wav2Vec2Config, out_dir: Path, README: str,
+                   **files: Any) -> None:
+    """A Hugging Face model directory: fp16 model.safetensors, config.json, the feature
+    extractor's config, README.md and `files` (name -> JSON). Written next to out_dir, then
+    swapped in: a reader never sees half of it."""
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     weights = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     _write_json(tmp / "config.json", hf_config(config))
-    _write_json(tmp / "vocab.json", {t: i for i, t in enumerate(VOCAB)})
-    special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
-    _write_json(tmp / "special_tokens_map.json", special)
-    _write_json(tmp / "tokenizer_config.json", {
-        "tokenizer_class": "Wav2Vec2CTCTokenizer", **special, "word_delimiter_token": "|",
-        "replace_word_delimiter_char": " ", "do_lower_case": False,
-        "clean_up_tokenization_spaces": False, "processor_class": "Wav2Vec2Processor",
-        "model_max_length": 1_000_000_000,
-    })
+    processor = "Wav2Vec2Processor" if "tokenizer_config.json" in files else None
     _write_json(tmp / "preprocessor_config.json", {
         "feature_extractor_type": "Wav2Vec2FeatureExtractor",
-        "processor_class": "Wav2Vec2Processor",
+        **({"processor_class": processor} if processor else {}),
         "feature_size": 1, "sampling_rate": 16_000, "padding_side": "right",
         "padding_value": 0.0, "do_normalize": True, "return_attention_mask": True,
     })
-    _write_json(tmp / "training.json", history)
-    (tmp / "README.md").write_text(model_card(history))
+    for name, obj in files.items():
+        _write_json(tmp / name, obj)
+    (tmp / "README.md").write_text(README)
     if out_dir.exists():
         old = out_dir.with_name(out_dir.name + ".old")
         shutil.rmtree(old, ignore_errors=True)

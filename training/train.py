@@ -35,7 +35,7 @@ from tqdm import tqdm
 from service.wav2vec2.attention import _padded_sdpa
 from service.wav2vec2.config import Wav2Vec2Config
 from service.wav2vec2.features import normalize
-from service.wav2vec2.heads import Wav2Vec2ForCTC
+from service.wav2vec2.heads import Head, Wav2Vec2ForCTC
 from service.wav2vec2.loading import read_weights, rename
 from service.wav2vec2.model import Packed
 from training import export
@@ -148,7 +148,13 @@ class Batches:
 
 
 def training_logits(model: Wav2Vec2ForCTC, waves: list[Tensor]) -> Packed:
-    """model(waves), computed the way that is fast to train on a CPU.
+    """model(waves), computed the way that is fast to train on a CPU (training_hidden)."""
+    h = training_hidden(model, waves)
+    return h.with_data(model.lm_head(h.data))  # (N, vocab)
+
+
+def training_hidden(model: Head, waves: list[Tensor]) -> Packed:
+    """model.hidden(waves) (no layer mix), computed the way that is fast to train on a CPU.
 
     The conv front end runs once on the zero-padded batch: equal to the per-clip front end
     for feat_extract_norm="layer", as each clip keeps exactly the frames whose receptive field
@@ -167,7 +173,7 @@ def training_logits(model: Wav2Vec2ForCTC, waves: list[Tensor]) -> Packed:
     x = Packed(torch.cat([frames[i, :n] for i, n in enumerate(lengths)]), lengths)
     x = x.with_data(model.wav2vec2.feature_projection(x.data))  # (N, D)
     h, _ = model.wav2vec2.encoder(x)
-    return x.with_data(model.lm_head(h))  # (N, vocab)
+    return x.with_data(h)  # (N, D)
 
 
 def ctc_loss(logits: Packed, texts: list[str]) -> Tensor:
