@@ -142,3 +142,18 @@ def test_half_precision_on_cpu_stays_close(ctc, dtype):
     full = Engine(load_model(str(ctc))).run_batch([clip])[0]
     half = Engine(load_model(str(ctc), dtype=dtype)).run_batch([clip])[0]
     assert float(abs(full - half).max() / abs(full).max()) < 0.05
+
+
+@pytest.mark.parametrize("stored", [torch.float16, torch.bfloat16])
+def test_fp16_checkpoint_folds_weight_norm_in_fp32(ctc, stored):
+    """A half-precision checkpoint served in fp32: the positional conv's g * v / ||v|| is
+    computed on the fp32 values of g and v, as transformers does, not in the stored dtype."""
+    weights = load_file(ctc / "model.safetensors")
+    save_file({k: v.to(stored) for k, v in weights.items()}, ctc / "model.safetensors")
+    halves = load_file(ctc / "model.safetensors")
+    prefix = "wav2vec2.encoder.pos_conv_embed.conv.parametrizations.weight."
+    g, v = halves[prefix + "original0"].float(), halves[prefix + "original1"].float()
+    expected = torch._weight_norm(v, g, dim=2)
+    folded = load_model(str(ctc), dtype="float32").model.wav2vec2.encoder.pos_conv_embed.conv
+    assert folded.weight.dtype == torch.float32
+    assert torch.equal(folded.weight, expected)

@@ -119,7 +119,7 @@ def model_card(h: dict[str, Any]) -> str:
     lines = [
         "# demo-ctc: a small Wav2Vec2 CTC model trained on synthetic English speech",
         "",
-        "The service's embedded default model: a 4-layer Wav2Vec2 (pre-LN, "
+        f"The service's embedded default model: a {h.get('layers', 4)}-layer Wav2Vec2 (pre-LN, "
         f"{h.get('parameters', 0) / 1e6:.2f} M parameters, fp16 weights) with a 32-character CTC "
         "head (A-Z, apostrophe, `|` between words), trained from scratch on speech synthesized by "
         "espeak-ng. It transcribes clear, espeak-like English; it has never heard a human voice "

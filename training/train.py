@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import platform
@@ -73,6 +74,48 @@ def load_weights(model: Wav2Vec2ForCTC, model_dir: Path) -> None:
     """The committed (fp16) weights into a training model, in fp32, weight norm kept."""
     weights = rename(read_weights(model_dir), model.config, pretraining=False)
     model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
+
+
+@torch.no_grad()
+def check_grown(before: Wav2Vec2ForCTC, after: Wav2Vec2ForCTC) -> None:
+    clips = [torch.randn(16_000), torch.randn(24_000)]
+    a, b = before.eval()(clips).data, after.eval()(clips).data
+    diff = float((a - b).abs().max())
+    assert diff < 1e-4 * float(a.abs().max()), diff
+    print(f"grown to {after.config.num_hidden_layers} layers: same outputs (max |diff| "
+          f"{diff:.1e})", flush=True)
+
+
+def grow(model: Wav2Vec2ForCTC, layers: int) -> Wav2Vec2ForCTC:
+    """The same function with `layers` transformer layers: new ones start as the identity.
+
+    A pre-LN layer adds attention(LN(x)) and FFN(LN(x)) to x, so with its two output
+    projections at zero it passes x through unchanged. New layers go between the trained ones
+    (old layer i at position i * layers // old), randomly initialised but for those zeros: the
+    round starts from exactly the committed model's outputs, with more depth to learn into.
+    """
+    config = model.config
+    old = config.num_hidden_layers
+    if layers <= old:
+        return model
+    if not config.do_stable_layer_norm:
+        raise SystemExit("--layers: only a pre-LN (do_stable_layer_norm) encoder grows exactly")
+    grown = Wav2Vec2ForCTC(dataclasses.replace(config, num_hidden_layers=layers))
+    state = grown.state_dict()
+    kept = {i * layers // old: i for i in range(old)}
+    prefix = "wav2vec2.encoder.layers."
+    for key, value in model.state_dict().items():
+        if key.startswith(prefix):
+            i, rest = key[len(prefix):].split(".", 1)
+            key = f"{prefix}{[n for n, o in kept.items() if o == int(i)][0]}.{rest}"
+        state[key] = value
+    for n in range(layers):
+        if n not in kept:
+            for name in ("attention.out_proj", "feed_forward.output_dense"):
+                state[f"{prefix}{n}.{name}.weight"].zero_()
+                state[f"{prefix}{n}.{name}.bias"].zero_()
+    grown.load_state_dict(state, strict=True)
+    return grown
 
 
 @dataclass
@@ -371,6 +414,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-seconds", type=float, default=30.0, help="padded audio per batch")
     p.add_argument("--curriculum-steps", type=int, default=None, help="(400 scratch, 0 warm)")
     p.add_argument("--first-conv", type=int, default=64, help="channels of the first conv")
+    p.add_argument("--layers", type=int, default=None,
+                   help="grow a warm start to this many transformer layers (new: identity)")
     p.add_argument("--eval-every", type=float, default=5.0, help="minutes")
     p.add_argument("--export-every", type=float, default=10.0, help="minutes")
     p.add_argument("--eval-n", type=int, default=30, help="utterances per held-out set")
@@ -407,9 +452,16 @@ def main(argv: list[str] | None = None) -> None:
         config = Wav2Vec2Config.from_file(args.init / "config.json")
         model = Wav2Vec2ForCTC(config)
         load_weights(model, args.init)
+        if args.layers:
+            before = model
+            model = grow(model, args.layers)
+            config = model.config
+            check_grown(before, model)
         # Only the rounds carry over: scores and checks belong to the weights they measured.
         history = {"rounds": json.loads((args.init / "training.json").read_text())["rounds"]}
         init = f"round {len(history['rounds'])} weights"
+        if args.layers and args.layers > len(before.wav2vec2.encoder.layers):
+            init += f", grown to {args.layers} layers"
     model.train()
     params = sum(p.numel() for p in model.parameters())
     dtype = choose_dtype(args.dtype)
@@ -442,7 +494,8 @@ def main(argv: list[str] | None = None) -> None:
         "eval_n": args.eval_n, "minutes": 0.0, "steps": 0, "audio_hours": 0.0,
         "status": "started", "curve": [],
     }
-    history = {**history, "parameters": params, "recipe": recipe(config, args, params),
+    history = {**history, "parameters": params, "layers": config.num_hidden_layers,
+               "recipe": recipe(config, args, params),
                "data": {"description": data_description(train)},
                "rounds": [*history["rounds"], entry]}
 

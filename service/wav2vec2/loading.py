@@ -177,10 +177,17 @@ def load_model(
         model.load_state_dict(weights, strict=True, assign=True)
     except RuntimeError as exc:  # shape mismatch: config and weights disagree
         raise ModelError(f"{path}: {exc}") from exc
-    # Fold the positional conv's weight norm into a plain weight once, not every forward.
-    torch.nn.utils.parametrize.remove_parametrizations(
-        model.wav2vec2.encoder.pos_conv_embed.conv, "weight", leave_parametrized=True
-    )
+    # Fold the positional conv's weight norm into a plain weight once, not every forward, in
+    # fp32 at least: folded in a fp16 checkpoint's own dtype, g * v / ||v|| is off by ~1e-4
+    # relative, which the trained demo model turns into 1e-4 of its logits (transformers
+    # computes the norm on fp32 parameters).
+    conv = model.wav2vec2.encoder.pos_conv_embed.conv
+    originals = conv.parametrizations.weight
+    for key in ("original0", "original1"):
+        tensor = getattr(originals, key)
+        if tensor.dtype in (torch.float16, torch.bfloat16):
+            setattr(originals, key, torch.nn.Parameter(tensor.float(), requires_grad=False))
+    torch.nn.utils.parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
     model = model.to(device=dev, dtype=dt).eval().requires_grad_(False)
