@@ -124,9 +124,10 @@ def load_split(name: str, n: int, variants: tuple[str, ...]) -> tuple[list[Tenso
         DATA_DIR.mkdir(parents=True, exist_ok=True)
         lengths = np.array([len(a) for a in audio])
         np.savez(path, audio=np.concatenate(audio), lengths=lengths)
-    stored = np.load(path)
-    bounds = np.cumsum([0, *stored["lengths"]])
-    waves = [torch.from_numpy(normalize(stored["audio"][a:b].astype(np.float32) / 32768))
+    with np.load(path) as stored:  # an NpzFile reads the whole array on every ["audio"]
+        audio, lengths = stored["audio"], stored["lengths"]
+    bounds = np.cumsum([0, *lengths])
+    waves = [torch.from_numpy(normalize(audio[a:b].astype(np.float32) / 32768))
              for a, b in zip(bounds[:-1], bounds[1:])]
     return waves, torch.tensor([c.label for c in clips])
 

@@ -23,15 +23,28 @@ EXAMPLES = {
 }
 
 
+# Spoken commands for the demo classifier: file stem -> (word, voice, variant, wpm, pitch).
+COMMAND_EXAMPLES = {
+    "command_stop": ("stop", "en-us", "m1", 150, 50),
+}
+
+
+def write(stem: str, text: str, voice: str, variant: str, speed: int, pitch: int) -> float:
+    """examples/STEM.wav: the speech at 0.8 peak between 0.25 s of silence; returns seconds."""
+    pad = np.zeros(SAMPLE_RATE // 4, np.float32)
+    speech = espeak(text, voice, variant, speed, pitch)
+    x = np.concatenate([pad, 0.8 * speech / np.abs(speech).max(), pad])
+    sf.write(EXAMPLES_DIR / f"{stem}.wav", x, SAMPLE_RATE, subtype="PCM_16")
+    return len(x) / SAMPLE_RATE
+
+
 def main() -> None:
     EXAMPLES_DIR.mkdir(exist_ok=True)
-    pad = np.zeros(SAMPLE_RATE // 4, np.float32)
-    for stem, (text, voice, variant, speed, pitch) in EXAMPLES.items():
+    for stem, (text, *voice) in EXAMPLES.items():
         assert text in RESERVED, text
-        speech = espeak(text, voice, variant, speed, pitch)
-        x = np.concatenate([pad, 0.8 * speech / np.abs(speech).max(), pad])
-        sf.write(EXAMPLES_DIR / f"{stem}.wav", x, SAMPLE_RATE, subtype="PCM_16")
-        print(f"examples/{stem}.wav: {len(x) / SAMPLE_RATE:.2f} s, {text!r}")
+        print(f"examples/{stem}.wav: {write(stem, text, *voice):.2f} s, {text!r}")
+    for stem, (word, *voice) in COMMAND_EXAMPLES.items():
+        print(f"examples/{stem}.wav: {write(stem, word, *voice):.2f} s, command {word!r}")
 
 
 if __name__ == "__main__":

@@ -119,8 +119,9 @@ def model_card(h: dict[str, Any]) -> str:
     lines = [
         "# demo-ctc: a small Wav2Vec2 CTC model trained on synthetic English speech",
         "",
-        f"The service's embedded default model: a {h.get('layers', 4)}-layer Wav2Vec2 (pre-LN, "
-        f"{h.get('parameters', 0) / 1e6:.2f} M parameters, fp16 weights) with a 32-character CTC "
+        "The service's embedded default model: a Wav2Vec2 with "
+        f"{h.get('layers', 4)} pre-LN transformer layers ({h.get('parameters', 0) / 1e6:.2f} M "
+        "parameters, fp16 weights) and a 32-character CTC "
         "head (A-Z, apostrophe, `|` between words), trained from scratch on speech synthesized by "
         "espeak-ng. It transcribes clear, espeak-like English; it has never heard a human voice "
         "and is no substitute for a real ASR model. Load it with `transformers` "
