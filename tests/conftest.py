@@ -1,7 +1,11 @@
 import os
 import shutil
+import socket
+import subprocess
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.checkpoints import make_checkpoint
@@ -32,3 +36,26 @@ def checkpoints(tmp_path_factory):
         return cache[variant]
 
     return get
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(base: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Polls base/readyz until 200; fails with the server's log if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"server not ready in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)

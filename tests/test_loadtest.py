@@ -5,33 +5,24 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
 from loadtest import LoadConfig, audio, client, report, run, stream, write
 from loadtest.cli import main as cli_main
-from tests.conftest import require_tool
+from tests.conftest import free_port, require_tool, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(checkpoints, tmp_path_factory):
     """`python -m service serve` on a free loopback port, ready (GET /readyz == 200)."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
     env = {**os.environ, "W2V_LOG_LEVEL": "warning"}
     cmd = [sys.executable, "-m", "service", "serve", "--model", str(checkpoints("ctc-group"))]
@@ -39,19 +30,7 @@ def server(checkpoints, tmp_path_factory):
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"server not ready in 180 s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.3)
+    wait_ready(url, proc, log, 180)
     yield url
     proc.terminate()
     try:
@@ -136,7 +115,7 @@ def test_refusals_and_dead_servers_are_counted_as_errors(server):
     assert rep["overall"]["ok"] == 0
     assert sum(rep["overall"]["errors"].values()) == 5
     assert all(code for code in rep["overall"]["errors"])  # the service's error codes
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     clip = audio.generate("noise", "fixed:1", 1)
     rep = run(
         LoadConfig(url=dead, rate=5, duration=1, arrival="constant", timeout=5, progress=False),

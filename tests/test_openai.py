@@ -6,10 +6,8 @@ import io
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import soundfile as sf
 from service.routes.openai import render, segments, subtitles, timestamp
 from service.schemas import Prediction, Word
 from tests.checkpoints import speech_like
+from tests.conftest import free_port, wait_ready
 
 KEY = "sk-test-key"
 CUE = re.compile(r"^(\d\d):(\d\d):(\d\d)([,.])(\d\d\d) --> (\d\d):(\d\d):(\d\d)([,.])(\d\d\d)$")
@@ -81,16 +80,10 @@ def test_render_formats() -> None:
     assert subtitles(p, "vtt").startswith("WEBVTT\n\n00:00:00.000 --> 00:00:00.500\nW0 W1\n")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(checkpoints, tmp_path_factory) -> Iterator[str]:
     """A real uvicorn with a tiny CTC checkpoint named `tiny` and one API key."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("openai") / "server.log"
     env = {**os.environ, "W2V_API_KEYS": KEY, "W2V_DEVICE": "cpu"}
     model = f"tiny={checkpoints('ctc-group')}"
@@ -99,16 +92,7 @@ def server(checkpoints, tmp_path_factory) -> Iterator[str]:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"server did not get ready:\n{log.read_text()}")
-            time.sleep(0.2)
+        wait_ready(base, proc, log, 60)
         yield base
     finally:
         proc.terminate()

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +15,8 @@ import httpx
 import pytest
 import soundfile as sf
 
-from tests.conftest import require_tool
+from tests.conftest import free_port, require_tool, wait_ready
 from tests.test_demo_model import MAX_CER, SPOKEN_COMMANDS, UNSEEN, command_clip, espeak
-from tests.test_server import free_port
 from training.text import edit_distance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,17 +54,7 @@ def quickstart_server(tmp_path_factory) -> Iterator[str]:
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + STARTUP_TIMEOUT
-            while True:
-                assert proc.poll() is None, log.read_text()
-                try:
-                    if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"not ready in {STARTUP_TIMEOUT} s:\n{log.read_text()}")
-                time.sleep(0.2)
+            wait_ready(base, proc, log, STARTUP_TIMEOUT)
             yield base
         finally:
             proc.terminate()

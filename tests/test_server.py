@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 import soundfile as sf
 
 from tests.checkpoints import speech_like
+from tests.conftest import free_port, wait_ready
 
 # `python -m service ...` with every forward pass slowed by BATCH_DELAY seconds, so requests
 # are reliably in flight when the signal arrives (a tiny model answers in milliseconds).
@@ -34,12 +34,6 @@ runpy.run_module("service", run_name="__main__", alter_sys=True)
 BATCH_DELAY = 0.8
 DRAIN_TIMEOUT = 30
 STARTUP_TIMEOUT = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wav_bytes(seconds: float, seed: int = 0) -> bytes:
@@ -63,16 +57,7 @@ class Server:
         )
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(self.base + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        pytest.fail(f"the server was not ready in {STARTUP_TIMEOUT} s:\n{self.log.read_text()}")
+        wait_ready(self.base, self.proc, self.log, STARTUP_TIMEOUT)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -168,8 +168,8 @@ def model_card(h: dict[str, Any]) -> str:
     if data:
         lines += ["## Data", "", *data.get("description", []), ""]
     lines += ["## Rounds", "",
-              "Minutes are wall clock, evaluation included, on a machine whose 2 cores other "
-              "jobs shared: speed figures are noisy.", "",
+              "Minutes are wall clock, evaluation included, on 2 CPU cores; in round 1 other "
+              "jobs shared those cores, so its speed figure is low and noisy.", "",
               "| round | start | machine | from | minutes | steps | audio hours seen "
               "| audio s per s | status |",
               "|---|---|---|---|---|---|---|---|---|"]
