@@ -2,7 +2,9 @@
 
 The event loop owns the queue and forms batches; a dedicated thread runs the sync `run_batch`.
 Between them is a hand-off of one batch (TEI bounds that channel to 1), so the next batch is
-formed while the current one computes. Nothing here knows about HTTP, torch or Wav2Vec2.
+formed while the current one computes; a higher-priority request (a live stream chunk) takes a
+waiting lower-priority batch back out of the hand-off, so it waits for at most the batch that is
+already computing. Nothing here knows about HTTP, torch or Wav2Vec2.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ class Batcher(Generic[P, R]):
         self._batch_seconds = 0.0  # moving average, for Retry-After
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handoff: queue.Queue[list[Request[P, R]] | None] = queue.Queue(maxsize=1)
+        self._handoff_priority = math.inf  # priority of the batch last put in the hand-off
         self._thread: threading.Thread | None = None
         self._former: asyncio.Task[None] | None = None
 
@@ -171,6 +174,8 @@ class Batcher(Generic[P, R]):
         fut: asyncio.Future[R] = self._loop.create_future()
         req = Request(payload, cost, fut, now, deadline, priority, next(self._seq))
         heapq.heappush(self._queue, req)
+        if priority < self._handoff_priority:
+            self._reclaim()
         self._pending.add(req)
         self._inflight_cost += cost
         timer = None if timeout is None else self._loop.call_later(timeout, self._expire, req)
@@ -180,6 +185,26 @@ class Batcher(Generic[P, R]):
         result = await fut
         started = req.started_at or now
         return Timed(result, started - now, (req.finished_at or started) - started)
+
+    def _reclaim(self) -> None:
+        """Put a batch still waiting in the hand-off back in the queue, so that the former
+        hands off the higher-priority lane first (the batch keeps its seq: it goes next)."""
+        try:
+            batch = self._handoff.get_nowait()
+        except queue.Empty:
+            return  # the worker has taken it already
+        if batch is None:  # the stop sentinel stays
+            self._handoff.put_nowait(batch)
+            return
+        self._handoff_priority = math.inf
+        now = time.monotonic()
+        for r in batch:
+            r.handed_off = False
+            if now > r.deadline and not r.future.done():  # its timer fired while handed off
+                r.future.set_exception(_timeout(r))
+            else:
+                heapq.heappush(self._queue, r)
+        self._slot.release()  # the hand-off place is free again
 
     def _expire(self, req: Request[P, R]) -> None:
         if not req.handed_off and not req.future.done():  # handed-off ones: the worker checks
@@ -250,6 +275,7 @@ class Batcher(Generic[P, R]):
             heapq.heapify(self._queue)
             for r in batch:
                 r.handed_off = True
+            self._handoff_priority = batch[0].priority
             self._handoff.put_nowait(batch)
             self._changed()
         await self._slot.acquire()

@@ -109,6 +109,8 @@ async def test_similar_lengths_grouped(make: Any) -> None:
 
 
 async def test_priority_lane_goes_first(make: Any) -> None:
+    """A live chunk waits only for the batch computing: it takes the place of the batch
+    already formed in the hand-off, which then runs next, before later requests."""
     fake = Fake()
     b = make(fake, max_batch_size=1, max_wait_ms=0)
     first = await hold(b, fake, 1)
@@ -117,10 +119,25 @@ async def test_priority_lane_goes_first(make: Any) -> None:
     rest = asyncio.create_task(b.submit(3, 1))
     await asyncio.sleep(0.01)
     live = asyncio.create_task(b.submit(4, 1, priority=STREAM_PRIORITY))
-    await until(lambda: b.queue_depth == 2)
+    await until(lambda: b.queue_depth == 2)  # 4 handed off in place of 2, which is queued
     fake.gate.set()
-    await asyncio.gather(first, handed, rest, live)
-    assert fake.batches == [[1], [2], [4], [3]]
+    assert await asyncio.gather(first, handed, rest, live) == [10, 20, 30, 40]
+    assert fake.batches == [[1], [4], [2], [3]]
+
+
+async def test_a_reclaimed_request_past_its_deadline_times_out(make: Any) -> None:
+    fake = Fake()
+    b = make(fake, max_batch_size=1, max_wait_ms=0)
+    first = await hold(b, fake, 1)
+    handed = asyncio.create_task(b.submit(2, 1, timeout=0.05))
+    await until(lambda: b.queue_depth == 0 and b.inflight_cost == 2)
+    await asyncio.sleep(0.1)  # its timer fires while it is handed off: the worker would check
+    live = asyncio.create_task(b.submit(4, 1, priority=STREAM_PRIORITY))
+    with pytest.raises(TimeoutError_):
+        await handed  # reclaimed past its deadline: answered at once, not requeued
+    fake.gate.set()
+    assert await asyncio.gather(first, live) == [10, 40]
+    assert fake.batches == [[1], [4]]
 
 
 async def test_cancelled_request_is_dropped_before_compute(make: Any) -> None:
