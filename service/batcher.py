@@ -123,7 +123,12 @@ class Batcher(Generic[P, R]):
     # ---- the event-loop side ----
 
     def start(self) -> None:
-        """Start the batch former on the running loop and the worker thread."""
+        """Start the batch former on the running loop and the worker thread (again after a
+        stop: a fresh hand-off, since stop leaves its sentinel in the old one)."""
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError(f"{self.name} is already running")
+        self._handoff = queue.Queue(maxsize=1)
+        self._handoff_priority = math.inf
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         self._slot = asyncio.Semaphore(1)  # free places in the hand-off channel

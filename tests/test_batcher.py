@@ -213,6 +213,17 @@ async def test_stop_drains_accepted_requests(make: Any) -> None:
     assert info.value.status == 503
 
 
+async def test_restarts_after_stop(make: Any) -> None:
+    fake = Fake()
+    b = make(fake)
+    assert await b.submit(1, 1) == 10
+    await b.stop()
+    b.start()
+    assert await asyncio.wait_for(b.submit(2, 1), 5) == 20
+    with pytest.raises(RuntimeError, match="already running"):
+        b.start()
+
+
 async def test_stop_fails_what_it_cannot_finish(make: Any) -> None:
     fake = Fake()
     b = make(fake, max_wait_ms=0)
