@@ -23,7 +23,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soxr
@@ -31,6 +31,9 @@ import soxr
 from service.audio import MAX_RATE, MIN_RATE, RESAMPLE_QUALITY
 from service.metrics import STREAM_LATENCY
 from service.wav2vec2.tokenizer import CTCTokenizer
+
+if TYPE_CHECKING:
+    from service.wav2vec2.loading import LoadedModel
 
 Infer = Callable[[np.ndarray], Awaitable[np.ndarray]]  # (samples,) -> (frames, vocab) logits
 Message = dict[str, Any]
@@ -160,6 +163,31 @@ class Windowing:
         while self.frames_in(n) < frames:  # adapters round differently; rarely loops
             n += self.step
         return n
+
+
+def windowing_for(
+    loaded: LoadedModel,
+    *,
+    chunk: float,
+    left: float,
+    lookahead: float,
+    pause: float,
+    max_segment: float,
+    parallel: int = 4,
+) -> Windowing:
+    """A model's window geometry from lengths in seconds, rounded to whole frames."""
+    frames = lambda seconds: max(0, round(seconds / loaded.frame_seconds))  # noqa: E731
+    return Windowing(
+        step=loaded.config.samples_per_frame,
+        min_samples=loaded.min_samples,
+        chunk=max(1, frames(chunk)),
+        left=frames(left),
+        lookahead=frames(lookahead),
+        pause=max(2, frames(pause)),
+        max_segment=max(1, frames(max_segment)),
+        parallel=parallel,
+        num_frames=loaded.config.num_frames,
+    )
 
 
 class Stream:

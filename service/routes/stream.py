@@ -47,9 +47,9 @@ from service.streaming import (
     StartRequest,
     Stream,
     StreamError,
-    Windowing,
     parse_control,
     parse_start,
+    windowing_for,
 )
 
 router = APIRouter(tags=["streaming"])
@@ -215,17 +215,14 @@ class _Session:
         engine, s = runtime.engine, self.settings
         loaded = engine.loaded
         assert loaded.tokenizer is not None
-        frames = lambda seconds: max(0, round(seconds / loaded.frame_seconds))  # noqa: E731
-        windowing = Windowing(
-            step=loaded.config.samples_per_frame,
-            min_samples=loaded.min_samples,
-            chunk=max(1, frames(s.stream_chunk_seconds)),
-            left=frames(s.stream_left_context_seconds),
-            lookahead=frames(s.stream_lookahead_seconds),
-            pause=max(2, frames(s.stream_pause_seconds)),
-            max_segment=max(1, frames(s.stream_max_segment_seconds)),
+        windowing = windowing_for(
+            loaded,
+            chunk=s.stream_chunk_seconds,
+            left=s.stream_left_context_seconds,
+            lookahead=s.stream_lookahead_seconds,
+            pause=s.stream_pause_seconds,
+            max_segment=s.stream_max_segment_seconds,
             parallel=s.stream_parallel_windows,
-            num_frames=loaded.config.num_frames,
         )
 
         async def infer(window: Any) -> Any:
