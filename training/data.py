@@ -6,7 +6,14 @@ Layout of training/data/: `<split>.npy` (one int16 array, utterances back to bac
 `<split>.json` ({"utterances": [{"text", "offset", "length", ...}]}). Splits: `train-00000`...,
 and the held-out sets `heldout-natural` (new template sentences, seen voices), `heldout-random`
 (random word sequences, seen voices) and `heldout-voices` (voice variants never trained on).
-Existing splits are kept, so a later round can add shards without redoing the others.
+Existing splits are kept, so a later round can add shards without redoing the others; a split
+written by an older CORPUS_VERSION is synthesized again.
+
+Corpus versions: 1 (rounds 1-3) single phrases with 0-0.5 s of silence at the ends; 2 adds a
+0.3-1.5 s pause between two words of 25% of training utterances, because a model that never
+heard a pause inside an utterance emits only blanks across one, so the tokenizer glues the
+words either side of it together ("WORLDMY" for "world. My"), as round 3 did on multi-sentence
+audio (benchmarks/bench_stream.py, offline row). Held-out sets have no inner pauses either way.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import json
 import subprocess
 import time
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cache
 from multiprocessing import Pool
 from pathlib import Path
@@ -39,6 +46,9 @@ HELDOUT_VARIANTS = ("f4", "m5", "Andrea", "benjamin", "klatt3", "Mike", "steph2"
 HELDOUT_SETS = ("natural", "random", "voices")
 NATURAL_FRACTION = 0.3
 NOISY_FRACTION = 0.6
+CORPUS_VERSION = 2
+PAUSE_FRACTION = 0.25  # of training utterances (version 2)
+PAUSE_SECONDS = (0.3, 1.5)
 
 
 @cache
@@ -73,6 +83,8 @@ class Utterance:
     gain: float
     snr_db: float | None
     seed: int
+    pause_word: int = 0  # a pause before this word (0: none)
+    pause_s: float = 0.0
 
 
 def _rng(*keys: object) -> np.random.Generator:
@@ -106,6 +118,21 @@ def plan_split(name: str, n: int, seed: int, exclude: set[str]) -> list[Utteranc
             snr_db=round(float(rng.uniform(20, 45)), 1) if rng.random() < NOISY_FRACTION else None,
             seed=int(rng.integers(2**31)),
         ))
+    if kind not in HELDOUT_SETS:
+        out = _with_pauses(out, _rng(seed, name, "pauses"))
+    return out
+
+
+def _with_pauses(plan: list[Utterance], rng: np.random.Generator) -> list[Utterance]:
+    """A pause between two words of PAUSE_FRACTION of the utterances; drawn from its own
+    generator, so texts, voices and everything else stay what version 1 drew."""
+    out = []
+    for u in plan:
+        words = len(u.text.split())
+        draw = rng.random(), int(rng.integers(1, max(2, words))), float(rng.uniform(*PAUSE_SECONDS))
+        if draw[0] < PAUSE_FRACTION and words >= 2:
+            u = replace(u, pause_word=draw[1], pause_s=round(draw[2], 3))
+        out.append(u)
     return out
 
 
@@ -122,7 +149,14 @@ def espeak(text: str, voice: str, variant: str, speed: int, pitch: int) -> np.nd
 
 def render(u: Utterance) -> np.ndarray:
     """The finished utterance: speech at `gain` peak, silence either side, noise at `snr_db`."""
-    speech = espeak(u.text, u.voice, u.variant, u.speed, u.pitch)
+    if u.pause_word:
+        words = u.text.split()
+        parts = [espeak(" ".join(ws), u.voice, u.variant, u.speed, u.pitch)
+                 for ws in (words[:u.pause_word], words[u.pause_word:])]
+        pause = np.zeros(int(u.pause_s * SAMPLE_RATE), np.float32)
+        speech = np.concatenate([parts[0], pause, parts[1]])
+    else:
+        speech = espeak(u.text, u.voice, u.variant, u.speed, u.pitch)
     speech = speech / max(float(np.abs(speech).max()), 1e-6) * u.gain
     lead, tail = int(u.lead_s * SAMPLE_RATE), int(u.tail_s * SAMPLE_RATE)
     x = np.concatenate([np.zeros(lead, np.float32), speech, np.zeros(tail, np.float32)])
@@ -146,8 +180,18 @@ def write_split(args: tuple[Path, str, list[Utterance]]) -> tuple[str, int, floa
     np.save(tmp, np.concatenate(audio))
     tmp.rename(out_dir / f"{name}.npy")
     # The JSON lands last: a split counts as done only when it exists.
-    (out_dir / f"{name}.json").write_text(json.dumps({"utterances": meta}, indent=0))
+    (out_dir / f"{name}.json").write_text(
+        json.dumps({"version": CORPUS_VERSION, "utterances": meta}, indent=0))
     return name, len(plan), offset / SAMPLE_RATE
+
+
+def _version(meta: Path) -> int:
+    """CORPUS_VERSION of a stored split; 0 when absent (1 for the files before versions)."""
+    if not meta.exists():
+        return 0
+    with meta.open() as f:
+        head = f.read(64)  # the version, when there is one, leads the JSON
+    return int(head.split('"version":')[1].split(",")[0]) if '"version":' in head else 1
 
 
 def main() -> None:
@@ -167,7 +211,9 @@ def main() -> None:
     jobs = [(args.out, name, plan) for name, plan in heldout.items()]
     jobs += [(args.out, name, plan_split(name, args.shard_size, args.seed, exclude))
              for name in (f"train-{i:05d}" for i in range(args.train_shards))]
-    todo = [j for j in jobs if not (args.out / f"{j[1]}.json").exists()]
+    # Held-out sets are the same in every version; training shards are redone when older.
+    todo = [j for j in jobs
+            if _version(args.out / f"{j[1]}.json") < (1 if j[1] in heldout else CORPUS_VERSION)]
     print(f"{len(jobs) - len(todo)} splits present, {len(todo)} to synthesize "
           f"({len(all_variants())} variants, {len(HELDOUT_VARIANTS)} held out)", flush=True)
     start = time.monotonic()
@@ -182,7 +228,7 @@ def main() -> None:
         manifest[name] = {"utterances": len(meta),
                           "hours": sum(m["length"] for m in meta) / SAMPLE_RATE / 3600}
     (args.out / "manifest.json").write_text(json.dumps(
-        {"seed": args.seed, "sample_rate": SAMPLE_RATE, "voices": VOICES,
+        {"version": CORPUS_VERSION, "seed": args.seed, "sample_rate": SAMPLE_RATE, "voices": VOICES,
          "heldout_variants": HELDOUT_VARIANTS, "splits": manifest}, indent=1))
 
 

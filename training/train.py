@@ -127,10 +127,11 @@ class Split:
     offset: np.ndarray
     length: np.ndarray
     texts: list[str]
+    paused: int = 0  # utterances with a pause between two words (corpus version 2)
 
     @staticmethod
     def load(data_dir: Path, names: list[str]) -> Split:
-        audio, shard, offset, length, texts = [], [], [], [], []
+        audio, shard, offset, length, texts, paused = [], [], [], [], [], 0
         for k, name in enumerate(names):
             meta = json.loads((data_dir / f"{name}.json").read_text())["utterances"]
             audio.append(np.load(data_dir / f"{name}.npy", mmap_mode="r"))
@@ -138,7 +139,8 @@ class Split:
             offset += [m["offset"] for m in meta]
             length += [m["length"] for m in meta]
             texts += [m["text"] for m in meta]
-        return Split(audio, np.array(shard), np.array(offset), np.array(length), texts)
+            paused += sum(bool(m.get("pause_word")) for m in meta)
+        return Split(audio, np.array(shard), np.array(offset), np.array(length), texts, paused)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -339,6 +341,8 @@ def data_description(train: Split) -> list[str]:
         f"({', '.join(HELDOUT_VARIANTS)}); 120-230 wpm, pitch 20-80.",
         "- 16 kHz (soxr), 0-0.5 s of silence at each end, peak gain 0.3-1.0, Gaussian noise at "
         "20-45 dB SNR on 60% of utterances. Seeded: `python -m training.data` rebuilds it.",
+        *([f"- A 0.3-1.5 s pause between two words in {train.paused / len(train):.0%} of the "
+           "training utterances (corpus version 2; rounds 1-3 had none)."] if train.paused else []),
         "- Held-out sets of 200 utterances each: natural (sentence templates never trained on, "
         "seen voices), random (random word sequences, seen voices), voices (variants never "
         "trained on).",
