@@ -4,8 +4,6 @@ and it transcribes espeak-ng speech it was never trained on."""
 from __future__ import annotations
 
 import io
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import torch
 
 import service
 from service.wav2vec2.loading import LoadedModel, load_model
+from tests.conftest import require_tool
 from training.text import edit_distance
 
 MODEL_DIR = Path(service.__file__).parent / "models" / "demo-ctc"
@@ -35,14 +34,6 @@ UNSEEN = [
 MAX_CER = 0.15
 # CER on UNSEEN when it was measured, for the xfail reason below.
 MEASURED_CER = "6.5% on UNSEEN (round 2 final), 'HALLOW WORLD'"
-
-
-def require(tool: str) -> None:
-    """Skips without the tool, except in CI, where a missing tool is a broken image."""
-    if shutil.which(tool) is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{tool} is not installed (CI=true: required)")
-        pytest.skip(f"{tool} is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +75,7 @@ def test_transformers_loads_it_and_agrees(demo: LoadedModel) -> None:
 
 
 def test_transcribes_unseen_espeak_sentences(demo: LoadedModel) -> None:
-    require("espeak-ng")
+    require_tool("espeak-ng")
     refs = [text.upper() for text, *_ in UNSEEN]
     hyps = [transcribe(demo, espeak(*spec)) for spec in UNSEEN]
     cer = sum(edit_distance(r, h) for r, h in zip(refs, hyps)) / sum(len(r) for r in refs)
@@ -122,7 +113,7 @@ def command_clip(word: str, *voice: object) -> np.ndarray:
 
 def test_commands_model_loads_in_transformers_and_agrees(commands: LoadedModel) -> None:
     transformers = pytest.importorskip("transformers")
-    require("espeak-ng")
+    require_tool("espeak-ng")
     x = command_clip(*SPOKEN_COMMANDS[0])
     hf = transformers.Wav2Vec2ForSequenceClassification.from_pretrained(
         COMMANDS_DIR, dtype=torch.float32
@@ -137,7 +128,7 @@ def test_commands_model_loads_in_transformers_and_agrees(commands: LoadedModel) 
 
 
 def test_commands_model_recognises_unseen_commands(commands: LoadedModel) -> None:
-    require("espeak-ng")
+    require_tool("espeak-ng")
     clips = [torch.from_numpy(commands.features(command_clip(*spec))) for spec in SPOKEN_COMMANDS]
     with torch.no_grad():
         labels = [commands.config.id2label[int(i)] for i in commands.model(clips).argmax(-1)]
