@@ -168,8 +168,9 @@ def model_card(h: dict[str, Any]) -> str:
     if data:
         lines += ["## Data", "", *data.get("description", []), ""]
     lines += ["## Rounds", "",
-              "Minutes are wall clock, evaluation included, on 2 CPU cores; in round 1 other "
-              "jobs shared those cores, so its speed figure is low and noisy.", "",
+              "Minutes are wall clock, evaluation included, on 2 CPU cores. Other jobs shared "
+              "those cores in round 1 (heavily) and round 3 (test runs, roughly a fifth of its "
+              "time), so their speed figures are low.", "",
               "| round | start | machine | from | minutes | steps | audio hours seen "
               "| audio s per s | status |",
               "|---|---|---|---|---|---|---|---|---|"]
