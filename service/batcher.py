@@ -198,9 +198,7 @@ class Batcher(Generic[P, R]):
             batch = self._handoff.get_nowait()
         except queue.Empty:
             return  # the worker has taken it already
-        if batch is None:  # the stop sentinel stays
-            self._handoff.put_nowait(batch)
-            return
+        assert batch is not None  # the stop sentinel comes after accepting ends, as no submit
         self._handoff_priority = math.inf
         now = time.monotonic()
         for r in batch:

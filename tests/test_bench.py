@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import bench_engine
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,3 +57,22 @@ def test_bench_memory_child_reports_peak_rss(tmp_path):
     # The GPU box has torch + transformers only: the engine path must not pull the server in.
     for package in ("fastapi", "starlette", "uvicorn", "soundfile", "transformers"):
         assert package not in imported, f"{package} imported by the engine benchmark's side"
+
+
+def test_bench_stream_sweep_smoke(checkpoints, tmp_path, capsys):
+    """The streaming sweep (no server part) on a tiny checkpoint: every geometry reports
+    error rates against the offline transcript and the text."""
+    require_tool("espeak-ng")
+    from benchmarks import bench_stream
+
+    out = tmp_path / "stream.json"
+    args = ["--model", str(checkpoints("ctc-group")), "--skip-server", "--out", str(out)]
+    assert bench_stream.main(args) == 0
+    rep = json.loads(out.read_text())
+    rows = rep["sweep"]["rows"]
+    assert [(r["chunk"], r["left"], r["lookahead"]) for r in rows] == bench_stream.GRID
+    for r in rows:
+        assert r["compute_x"] == (r["left"] + r["chunk"] + r["lookahead"]) / r["chunk"]
+        assert r["cer_vs_offline"] >= 0 and r["cer"] >= 0 and r["cpu_rtf"] > 0
+    assert rep["seconds"] > 20 and len(rep["reference"].split()) > 40
+    assert "| **1** | **4** | **0.5** |" in capsys.readouterr().out

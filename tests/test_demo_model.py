@@ -16,6 +16,7 @@ import torch
 import service
 from service.wav2vec2.loading import LoadedModel, load_model
 from tests.conftest import require_tool
+from training import examples
 from training.text import edit_distance
 
 MODEL_DIR = Path(service.__file__).parent / "models" / "demo-ctc"
@@ -106,9 +107,7 @@ def commands() -> LoadedModel:
 
 
 def command_clip(word: str, *voice: object) -> np.ndarray:
-    speech = espeak(word, *voice)  # type: ignore[arg-type]
-    pad = np.zeros(4_000, np.float32)
-    return np.concatenate([pad, 0.8 * speech / np.abs(speech).max(), pad])
+    return examples.clip(word, *voice)  # type: ignore[arg-type]
 
 
 def test_commands_model_loads_in_transformers_and_agrees(commands: LoadedModel) -> None:

@@ -21,6 +21,8 @@ from training.text import edit_distance
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT = 120
+# As on a fresh machine: no W2V_ settings from the shell running the tests.
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("W2V_")}
 
 
 def corpus_cer(refs: list[str], hyps: list[str]) -> float:
@@ -50,7 +52,7 @@ def quickstart_server(tmp_path_factory) -> Iterator[str]:
             cwd=ROOT,
             stdout=sink,
             stderr=subprocess.STDOUT,
-            env={k: v for k, v in os.environ.items() if not k.startswith("W2V_")},
+            env=CLEAN_ENV,
         )
         base = f"http://127.0.0.1:{port}"
         try:
@@ -102,7 +104,7 @@ def test_unseen_sentences_over_rest_and_predict_agree(quickstart_server, unseen_
         capture_output=True,
         text=True,
         timeout=300,
-        env={k: v for k, v in os.environ.items() if not k.startswith("W2V_")},
+        env=CLEAN_ENV,
     )
     assert cli.returncode == 0, cli.stderr
     predicted = [json.loads(line)["text"] for line in cli.stdout.splitlines()]
@@ -137,7 +139,7 @@ def test_classify_has_a_real_default(quickstart_server, tmp_path):
         [sys.executable, "-m", "service", "predict", "--no-progress", "--task", "classify",
          *map(str, paths)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={k: v for k, v in os.environ.items() if not k.startswith("W2V_")},
+        env=CLEAN_ENV,
     )
     assert cli.returncode == 0, cli.stderr
     assert [json.loads(line)["labels"][0]["label"] for line in cli.stdout.splitlines()] == words

@@ -129,9 +129,11 @@ def _with_pauses(plan: list[Utterance], rng: np.random.Generator) -> list[Uttera
     out = []
     for u in plan:
         words = len(u.text.split())
-        draw = rng.random(), int(rng.integers(1, max(2, words))), float(rng.uniform(*PAUSE_SECONDS))
-        if draw[0] < PAUSE_FRACTION and words >= 2:
-            u = replace(u, pause_word=draw[1], pause_s=round(draw[2], 3))
+        # Three draws for every utterance, used or not, so one's pause never shifts another's.
+        paused = rng.random() < PAUSE_FRACTION
+        word, seconds = int(rng.integers(1, max(2, words))), float(rng.uniform(*PAUSE_SECONDS))
+        if paused and words >= 2:
+            u = replace(u, pause_word=word, pause_s=round(seconds, 3))
         out.append(u)
     return out
 
@@ -187,11 +189,7 @@ def write_split(args: tuple[Path, str, list[Utterance]]) -> tuple[str, int, floa
 
 def _version(meta: Path) -> int:
     """CORPUS_VERSION of a stored split; 0 when absent (1 for the files before versions)."""
-    if not meta.exists():
-        return 0
-    with meta.open() as f:
-        head = f.read(64)  # the version, when there is one, leads the JSON
-    return int(head.split('"version":')[1].split(",")[0]) if '"version":' in head else 1
+    return json.loads(meta.read_text()).get("version", 1) if meta.exists() else 0
 
 
 def main() -> None:

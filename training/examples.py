@@ -29,11 +29,16 @@ COMMAND_EXAMPLES = {
 }
 
 
-def write(stem: str, text: str, voice: str, variant: str, speed: int, pitch: int) -> float:
-    """examples/STEM.wav: the speech at 0.8 peak between 0.25 s of silence; returns seconds."""
+def clip(text: str, voice: str, variant: str, speed: int, pitch: int) -> np.ndarray:
+    """The speech at 0.8 peak between 0.25 s of silence, as the examples and tests use it."""
     pad = np.zeros(SAMPLE_RATE // 4, np.float32)
     speech = espeak(text, voice, variant, speed, pitch)
-    x = np.concatenate([pad, 0.8 * speech / np.abs(speech).max(), pad])
+    return np.concatenate([pad, 0.8 * speech / np.abs(speech).max(), pad])
+
+
+def write(stem: str, text: str, voice: str, variant: str, speed: int, pitch: int) -> float:
+    """examples/STEM.wav from clip(); returns its seconds."""
+    x = clip(text, voice, variant, speed, pitch)
     sf.write(EXAMPLES_DIR / f"{stem}.wav", x, SAMPLE_RATE, subtype="PCM_16")
     return len(x) / SAMPLE_RATE
 

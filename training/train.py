@@ -102,18 +102,17 @@ def grow(model: Wav2Vec2ForCTC, layers: int) -> Wav2Vec2ForCTC:
         raise SystemExit("--layers: only a pre-LN (do_stable_layer_norm) encoder grows exactly")
     grown = Wav2Vec2ForCTC(dataclasses.replace(config, num_hidden_layers=layers))
     state = grown.state_dict()
-    kept = {i * layers // old: i for i in range(old)}
+    position = {i: i * layers // old for i in range(old)}  # old layer -> its new index
     prefix = "wav2vec2.encoder.layers."
     for key, value in model.state_dict().items():
         if key.startswith(prefix):
             i, rest = key[len(prefix):].split(".", 1)
-            key = f"{prefix}{[n for n, o in kept.items() if o == int(i)][0]}.{rest}"
+            key = f"{prefix}{position[int(i)]}.{rest}"
         state[key] = value
-    for n in range(layers):
-        if n not in kept:
-            for name in ("attention.out_proj", "feed_forward.output_dense"):
-                state[f"{prefix}{n}.{name}.weight"].zero_()
-                state[f"{prefix}{n}.{name}.bias"].zero_()
+    for n in set(range(layers)) - set(position.values()):
+        for name in ("attention.out_proj", "feed_forward.output_dense"):
+            state[f"{prefix}{n}.{name}.weight"].zero_()
+            state[f"{prefix}{n}.{name}.bias"].zero_()
     grown.load_state_dict(state, strict=True)
     return grown
 
@@ -456,15 +455,13 @@ def main(argv: list[str] | None = None) -> None:
         config = Wav2Vec2Config.from_file(args.init / "config.json")
         model = Wav2Vec2ForCTC(config)
         load_weights(model, args.init)
-        if args.layers:
-            before = model
-            model = grow(model, args.layers)
-            config = model.config
-            check_grown(before, model)
         # Only the rounds carry over: scores and checks belong to the weights they measured.
         history = {"rounds": json.loads((args.init / "training.json").read_text())["rounds"]}
         init = f"round {len(history['rounds'])} weights"
-        if args.layers and args.layers > len(before.wav2vec2.encoder.layers):
+        if args.layers and args.layers > config.num_hidden_layers:
+            before, model = model, grow(model, args.layers)
+            config = model.config
+            check_grown(before, model)
             init += f", grown to {args.layers} layers"
     model.train()
     params = sum(p.numel() for p in model.parameters())

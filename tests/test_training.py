@@ -1,17 +1,22 @@
-"""The demo corpus generator (training/data.py): pauses inside training utterances (corpus
-version 2) without disturbing anything else a plan draws, and the version check that redoes
-older shards."""
+"""The demo model's training pieces: the corpus generator (training/data.py) with pauses inside
+training utterances (corpus version 2) that disturb nothing else a plan draws, the version
+check that redoes older shards; and growing a warm start to more layers (training/train.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+import service
+from service.wav2vec2.config import Wav2Vec2Config
+from service.wav2vec2.heads import Wav2Vec2ForCTC
 from tests.conftest import require_tool
-from training import data
+from training import data, train
 from training.sentences import RESERVED
 
 
@@ -53,3 +58,23 @@ def test_older_splits_are_redone(tmp_path):
     new.write_text(json.dumps({"version": data.CORPUS_VERSION, "utterances": []}, indent=0))
     assert data._version(old) == 1
     assert data._version(new) == data.CORPUS_VERSION
+
+
+def test_growing_layers_keeps_the_function_and_the_trained_layers():
+    demo = Path(service.__file__).parent / "models" / "demo-ctc"
+    model = Wav2Vec2ForCTC(Wav2Vec2Config.from_file(demo / "config.json"))
+    train.load_weights(model, demo)
+    old = model.config.num_hidden_layers
+    grown = train.grow(model, old + 4)
+    assert grown.config.num_hidden_layers == old + 4
+    train.check_grown(model, grown)  # asserts equal outputs on random clips
+    before, after = model.wav2vec2.encoder.layers, grown.wav2vec2.encoder.layers
+    for i in range(old):  # trained layers spread out in order, weights as they were
+        j = i * (old + 4) // old
+        assert torch.equal(before[i].feed_forward.output_dense.weight,
+                           after[j].feed_forward.output_dense.weight)
+    new = set(range(old + 4)) - {i * (old + 4) // old for i in range(old)}
+    assert len(new) == 4
+    for j in new:
+        assert not after[j].attention.out_proj.weight.any()
+        assert after[j].feed_forward.intermediate_dense.weight.any()  # learnable, not dead
