@@ -14,43 +14,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from service import __version__
-from service.engine import Engine
 from service.errors import ServiceError
 from service.lifecycle import Lifecycle
 from service.middleware import RequestMiddleware
-from service.routes import health, predict
-from service.runtime import ModelRuntime
+from service.routes import health, openai, page, predict, stream
+from service.runtime import build_models
 from service.settings import Settings
-from service.wav2vec2.loading import load_model
+from service.streaming import StreamStats
 
 log = logging.getLogger(__name__)
-
-
-def load_runtimes(settings: Settings) -> dict[str, ModelRuntime]:
-    runtimes = {}
-    for name, source in settings.model_specs():
-        if name in runtimes:
-            raise ServiceError(f"two models are named {name!r}; use NAME=PATH to tell them apart")
-        loaded = load_model(
-            source,
-            name=name,
-            device=settings.device,
-            dtype=settings.dtype,
-            attention=settings.attention,
-        )
-        engine = Engine(loaded, settings.chunk_seconds, settings.stride_seconds)
-        engine.warmup()
-        runtimes[name] = ModelRuntime(engine, settings)
-        log.info(
-            "loaded %s (%s) from %s on %s/%s, attention %s",
-            name,
-            loaded.task,
-            source,
-            loaded.device,
-            loaded.dtype,
-            loaded.model.wav2vec2.attention_kind,
-        )
-    return runtimes
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -59,10 +31,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtimes = await asyncio.to_thread(load_runtimes, settings)
-        app.state.runtimes = runtimes
-        for runtime in runtimes.values():
-            runtime.batcher.start()
+        models = await asyncio.to_thread(build_models, settings)
+        app.state.models = models
+        for model in models.values():
+            model.start()
         lifecycle.set_ready(True)
         try:
             yield
@@ -70,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             lifecycle.set_ready(False)
             # After a SIGTERM drain, only what is left of drain_timeout, not a second one.
             timeout = lifecycle.drain_time_left(settings.drain_timeout)
-            await asyncio.gather(*(r.batcher.stop(timeout) for r in runtimes.values()))
+            await asyncio.gather(*(m.stop(timeout) for m in models.values()))
 
     app = FastAPI(
         title="Wav2Vec2 inference service",
@@ -81,11 +53,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.lifecycle = lifecycle
-    app.state.runtimes = {}
+    app.state.models = {}
+    app.state.streams = StreamStats()
     _add_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(predict.router)
-    _include_optional_routers(app)
+    for module in (health, predict, openai, stream, page):
+        app.include_router(module.router)
     app.add_middleware(RequestMiddleware, lifecycle=lifecycle, max_upload=settings.max_upload_bytes)
     if settings.cors_origins:  # outermost, so the middleware's own 413/503 answers carry it too
         app.add_middleware(
@@ -98,25 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _include_optional_routers(app: FastAPI) -> None:
-    """Routers of later stages (OpenAI API, streaming, page) when their modules exist."""
-    import importlib
-
-    for name in ("openai", "stream", "page"):
-        try:
-            module = importlib.import_module(f"service.routes.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"service.routes.{name}":
-                raise
-            continue
-        app.include_router(module.router)
-
-
 def error_response(exc: ServiceError) -> JSONResponse:
-    headers = {}
-    if exc.retry_after is not None or exc.status in (429, 503):
-        headers["Retry-After"] = str(max(1, round(exc.retry_after or 1)))
-    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
 
 
 def _add_error_handlers(app: FastAPI) -> None:

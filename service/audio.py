@@ -46,7 +46,6 @@ _PCM: dict[str, tuple[str, float, float]] = {
     "pcm_f32le": ("<f4", 1.0, 0.0),
     "pcm_f64le": ("<f8", 1.0, 0.0),
 }
-PCM_ENCODINGS = tuple(_PCM)
 # WAV (format tag, bits per sample) -> encoding; tag 1 is integer PCM, 3 is IEEE float.
 _WAV_ENCODINGS = {
     (1, 8): "pcm_u8",
@@ -134,14 +133,21 @@ class _Collector:
             mono = mono.copy()  # the block may be a reused read buffer
         self._parts.append(mono)
 
+    def take(self, last: bool = False) -> np.ndarray:
+        """The samples collected since the last take; `last` flushes the resampler's tail."""
+        if last and self._stream is not None:
+            self._parts.append(self._stream.resample_chunk(np.zeros(0, np.float32), last=True))
+            self._stream = None
+        parts, self._parts = self._parts, []
+        if not parts:
+            return np.zeros(0, np.float32)
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
     def finish(self, min_samples: int) -> Audio:
         """Flush the resampler and apply the emptiness and minimum-length rules."""
         if self.frames == 0:
             raise AudioError("the audio has no samples", code="empty_audio")
-        if self._stream is not None:
-            self._parts.append(self._stream.resample_chunk(np.zeros(0, np.float32), last=True))
-        samples = np.concatenate(self._parts) if len(self._parts) > 1 else self._parts[0]
-        self._parts = []
+        samples = self.take(last=True)
         if len(samples) < min_samples:
             raise AudioError(
                 f"audio is shorter than the minimum of {min_samples / self.target_rate:g} s",
@@ -308,6 +314,48 @@ def _pcm_block(raw: memoryview, encoding: str) -> np.ndarray:
     return x
 
 
+class PcmDecoder:
+    """Headerless little-endian PCM -> mono float32 at target_rate, chunk by chunk: the one raw
+    decoder of REST bodies (one chunk) and WebSocket frames (a frame split mid-sample is fine)."""
+
+    def __init__(
+        self,
+        encoding: str,
+        rate: int,
+        target_rate: int,
+        channels: int = 1,
+        max_seconds: float = math.inf,
+    ) -> None:
+        self.encoding = encoding
+        self.channels = channels
+        self.width = _frame_width(encoding, channels)  # bytes per frame
+        self.collector = _Collector(rate, channels, target_rate, max_seconds)
+        self._rest = b""  # a frame split across two chunks
+
+    @property
+    def seconds(self) -> float:
+        """Seconds of input decoded so far, before resampling."""
+        return self.collector.frames / self.collector.rate
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """One chunk -> the samples it completes (the resampler may hold a few back)."""
+        self.add(data)
+        return self.collector.take()
+
+    def add(self, data: bytes) -> None:
+        """Decode a chunk into the collector."""
+        if self._rest:
+            data = self._rest + data
+        whole = len(data) - len(data) % self.width
+        self._rest = bytes(data[whole:])
+        for block in _pcm_blocks(memoryview(data)[:whole], self.encoding, self.channels):
+            self.collector.add(block)
+
+    def flush(self) -> np.ndarray:
+        """The resampler's tail; a dangling partial frame is a truncated upload and dropped."""
+        return self.collector.take(last=True)
+
+
 def decode_pcm(
     data: bytes,
     sample_rate: int,
@@ -319,25 +367,15 @@ def decode_pcm(
     min_samples: int = 0,
 ) -> Audio:
     """Decode headerless little-endian PCM (pcm_s16le, pcm_f32le, pcm_s32le, pcm_u8, ...)."""
-    width = _frame_width(encoding, channels)
-    col = _Collector(sample_rate, channels, target_rate, max_seconds)
-    if len(data) % width:
+    pcm = PcmDecoder(encoding, sample_rate, target_rate, channels, max_seconds)
+    if len(data) % pcm.width:
         raise AudioError(
-            f"{len(data)} bytes is not a whole number of {width}-byte {encoding} frames",
+            f"{len(data)} bytes is not a whole number of {pcm.width}-byte {encoding} frames",
             code="invalid_pcm_length",
         )
-    col.check_header(len(data) // width)
-    for block in _pcm_blocks(memoryview(data), encoding, channels):
-        col.add(block)
-    return col.finish(min_samples)
-
-
-def resample(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
-    """Resample mono float32 samples with the service's soxr quality."""
-    if rate == target_rate:
-        return samples
-    out = soxr.resample(samples, check_rate(rate), target_rate, quality=RESAMPLE_QUALITY)
-    return np.asarray(out, dtype=np.float32)
+    pcm.collector.check_header(len(data) // pcm.width)
+    pcm.add(data)
+    return pcm.collector.finish(min_samples)
 
 
 def encode_wav(samples: np.ndarray, rate: int) -> bytes:

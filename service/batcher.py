@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from service.cost import padded_cost
 from service.errors import (
     InferenceError,
     OverloadedError,
@@ -87,11 +88,6 @@ class BatchObserver:
 
     def batch_finished(self, size: int, seconds: float, error: BaseException | None) -> None:
         """A batch computed or raised (worker thread)."""
-
-
-def padded_cost(costs: Sequence[int]) -> int:
-    """Cost of a batch padded to its longest item (TEI's max_batch_tokens)."""
-    return max(costs, default=0) * len(costs)
 
 
 @dataclass

@@ -8,10 +8,15 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.errors import ServiceError
 from service.settings import Settings, default_model_specs
+
+if TYPE_CHECKING:  # imported when used: `serve` and `--help` need no torch
+    from service.audio import Audio
+    from service.runtime import ServedModel
+    from service.schemas import Prediction
 
 # The Settings fields that apply to `predict` (serve takes them all).
 PREDICT_SETTINGS = [
@@ -100,23 +105,14 @@ def serve(settings: Settings) -> int:
 def predict(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from service.engine import Engine
-    from service.wav2vec2.loading import load_model
+    from service.runtime import build_model
 
     # No --model: the embedded demo model for the task (the classifier for --task classify).
     specs = settings.model_specs() if settings.model else default_model_specs(args.task)
     if len(specs) != 1:
         raise ServiceError("predict takes one --model")
     name, source = specs[0]
-    loaded = load_model(
-        source,
-        name=name,
-        task=args.task,
-        device=settings.device,
-        dtype=settings.dtype,
-        attention=settings.attention,
-    )
-    engine = Engine(loaded, settings.chunk_seconds, settings.stride_seconds)
+    model = build_model(settings, name, source, task=args.task, warmup=False)
     out = args.output.open("w") if args.output else sys.stdout
     failures = 0
     bar = tqdm(
@@ -126,7 +122,7 @@ def predict(settings: Settings, args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     try:
-        for record in _predict_files(engine, settings, args):
+        for record in _predict_files(model, settings, args):
             failures += "error" in record
             out.write(json.dumps(record) + "\n")
             out.flush()
@@ -139,62 +135,49 @@ def predict(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _predict_files(
-    engine: Any, settings: Settings, args: argparse.Namespace
+    model: ServedModel, settings: Settings, args: argparse.Namespace
 ) -> Iterator[dict[str, Any]]:
     """Files in input order; decoding and inference in groups so memory stays bounded."""
-    from service.audio import decode_audio
+    from service.schemas import Options
 
+    options = Options(top_k=args.top_k)
     group = max(1, settings.max_batch_size)
     for i in range(0, len(args.files), group):
         names = args.files[i : i + group]
-        decoded: dict[str, Any] = {}
+        results: dict[str, Prediction | ServiceError] = {}
+        decoded: dict[str, Audio] = {}
         for name in names:
             try:
-                data = Path(name).read_bytes()
-                decoded[name] = decode_audio(
-                    data,
-                    engine.sampling_rate,
-                    max_seconds=settings.max_audio_seconds,
-                    min_samples=engine.min_samples,
-                )
+                decoded[name] = _decode_file(name, model, settings)
             except ServiceError as exc:
-                decoded[name] = exc
-            except OSError as exc:
-                decoded[name] = ServiceError(
-                    f"cannot read {name}: {exc.strerror}", code="unreadable_file", status=400
-                )
-        jobs = [
-            (n, a, engine.plan(len(a.samples)))
-            for n, a in decoded.items()
-            if not isinstance(a, Exception)
-        ]
-        windows = [a.samples[w.start : w.end] for _, a, plan in jobs for w in plan]
+                results[name] = exc
+        predictions: list[Prediction | ServiceError]
         try:
-            outputs = _run_sorted(engine, windows, group)
+            predictions = list(model.predict_now(list(decoded.values()), options))
         except Exception as exc:  # a model fault fails this group's files, not the whole run
-            outputs = []
-            for n, _, _ in jobs:
-                decoded[n] = ServiceError(f"inference failed: {exc}", code="inference_failed")
-            jobs = []
-        results: dict[str, Any] = {}
-        pos = 0
-        for n, a, plan in jobs:
-            part, pos = outputs[pos : pos + len(plan)], pos + len(plan)
-            results[n] = engine.finish(plan, part, a.duration, args.top_k)
+            failed = ServiceError(f"inference failed: {exc}", code="inference_failed")
+            predictions = [failed] * len(decoded)
+        results.update(zip(decoded, predictions))
         for name in names:
-            result = results.get(name, decoded[name])
+            result = results[name]
             if isinstance(result, ServiceError):
-                yield {"file": name, "error": result.to_dict()["error"]}
+                yield {"file": name, **result.body()}
             else:
                 yield {"file": name, **result.model_dump(exclude_none=True)}
 
 
-def _run_sorted(engine: Any, windows: list[Any], batch_size: int) -> list[Any]:
-    """Runs windows in batches of similar length; results back in input order."""
-    order = sorted(range(len(windows)), key=lambda j: len(windows[j]))
-    outputs: list[Any] = [None] * len(windows)
-    for k in range(0, len(order), batch_size):
-        chunk = order[k : k + batch_size]
-        for j, o in zip(chunk, engine.run_batch([windows[j] for j in chunk])):
-            outputs[j] = o
-    return outputs
+def _decode_file(name: str, model: ServedModel, settings: Settings) -> Audio:
+    from service.audio import decode_audio
+
+    try:
+        data = Path(name).read_bytes()
+    except OSError as exc:
+        raise ServiceError(
+            f"cannot read {name}: {exc.strerror}", code="unreadable_file", status=400
+        ) from None
+    return decode_audio(
+        data,
+        model.sampling_rate,
+        max_seconds=settings.max_audio_seconds,
+        min_samples=model.min_samples,
+    )

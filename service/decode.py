@@ -5,7 +5,24 @@ from __future__ import annotations
 import numpy as np
 
 from service.schemas import Label, Segment, Word
-from service.wav2vec2.tokenizer import CTCTokenizer
+from service.wav2vec2.tokenizer import CTCTokenizer, Decoded
+
+
+def seconds(frames: int, frame_seconds: float) -> float:
+    """A frame index as seconds, rounded to the millisecond as every time on the wire is."""
+    return round(frames * frame_seconds, 3)
+
+
+def words(decoded: Decoded, frame_seconds: float, first_frame: int = 0) -> list[Word]:
+    """Word times in seconds; `first_frame` places a segment's words on its stream's clock."""
+    return [
+        Word(
+            word=w.word,
+            start=seconds(first_frame + w.start, frame_seconds),
+            end=seconds(first_frame + w.end, frame_seconds),
+        )
+        for w in decoded.words
+    ]
 
 
 def transcript(
@@ -13,15 +30,7 @@ def transcript(
 ) -> tuple[str, list[Word]]:
     """Greedy CTC over (T, vocab) logits; word times in seconds from the clip's start."""
     decoded = tokenizer.decode(logits.argmax(axis=-1).tolist())
-    words = [
-        Word(
-            word=w.word,
-            start=round(w.start * frame_seconds, 3),
-            end=round(w.end * frame_seconds, 3),
-        )
-        for w in decoded.words
-    ]
-    return decoded.text, words
+    return decoded.text, words(decoded, frame_seconds)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -47,8 +56,8 @@ def segments(logits: np.ndarray, id2label: dict[int, str], frame_seconds: float)
             out.append(
                 Segment(
                     label=id2label.get(label, str(label)),
-                    start=round(start * frame_seconds, 3),
-                    end=round(end * frame_seconds, 3),
+                    start=seconds(start, frame_seconds),
+                    end=seconds(end, frame_seconds),
                 )
             )
     return sorted(out, key=lambda s: (s.start, s.end, s.label))

@@ -3,7 +3,7 @@
 `run_batch` is what the dynamic batcher calls (a list of windows in, one numpy output per
 window out, no padding anywhere: see wav2vec2/model.py). `plan` and `finish` turn one clip of
 any length into windows and the windows' outputs back into one Prediction, so the CLI and the
-server share every step but the queue.
+server (both through runtime.ServedModel) share every step but the queue.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ import numpy as np
 import torch
 
 from service import decode
-from service.schemas import Prediction
+from service.schemas import Options, Prediction
 from service.wav2vec2.loading import LoadedModel
 from service.wav2vec2.model import Packed
 
 # Tasks whose output is per frame: long audio is stitched from overlapping windows (as
 # transformers' ASR pipeline does with chunk and stride); the others pool whole windows.
 FRAME_TASKS = ("transcribe", "frames")
+DEFAULT_OPTIONS = Options()
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,11 @@ class Engine:
         ]
 
     def finish(
-        self, windows: list[Window], outputs: list[np.ndarray], duration: float, top_k: int = 5
+        self,
+        windows: list[Window],
+        outputs: list[np.ndarray],
+        duration: float,
+        options: Options = DEFAULT_OPTIONS,
     ) -> Prediction:
         """Window outputs -> the clip's Prediction."""
         loaded, config = self.loaded, self.loaded.config
@@ -116,11 +121,13 @@ class Engine:
         weights = np.array([w.end - w.start for w in windows], np.float64)
         pooled = (np.stack(outputs) * (weights / weights.sum())[:, None]).sum(axis=0)
         if self.task == "classify":
-            return Prediction(**base, labels=decode.labels(pooled, config.id2label, top_k))
+            return Prediction(**base, labels=decode.labels(pooled, config.id2label, options.top_k))
         return Prediction(**base, embedding=[float(v) for v in pooled.astype(np.float32)])
 
-    def predict(self, samples: np.ndarray, duration: float, top_k: int = 5) -> Prediction:
-        """One clip, no queue (the CLI path)."""
+    def predict(
+        self, samples: np.ndarray, duration: float, options: Options = DEFAULT_OPTIONS
+    ) -> Prediction:
+        """One clip, no queue."""
         windows = self.plan(len(samples))
         outputs = self.run_batch([samples[w.start : w.end] for w in windows])
-        return self.finish(windows, outputs, duration, top_k)
+        return self.finish(windows, outputs, duration, options)

@@ -1,6 +1,19 @@
-"""Every error the service reports: a machine-readable code, an HTTP status, a message."""
+"""Every error the service reports: a machine-readable code, an HTTP status, a message.
+
+The one builder of the error body and its headers (docs/api.md, "Errors"): REST handlers, the
+middleware's early refusals, the CLI's error lines and the WebSocket `error` message all use
+`ServiceError.body()` / `.headers()`.
+"""
 
 from __future__ import annotations
+
+# Statuses that tell the client to come back: they always carry Retry-After.
+RETRY_STATUSES = (429, 503)
+
+
+def retry_after_headers(seconds: float | None) -> dict[str, str]:
+    """`Retry-After` in whole seconds, at least 1."""
+    return {"Retry-After": str(max(1, round(seconds or 1)))}
 
 
 class ServiceError(Exception):
@@ -25,8 +38,15 @@ class ServiceError(Exception):
             self.status = status
         self.retry_after = retry_after
 
-    def to_dict(self) -> dict[str, dict[str, str]]:
+    def body(self) -> dict[str, dict[str, str]]:
+        """The JSON error body."""
         return {"error": {"code": self.code, "message": self.message}}
+
+    def headers(self) -> dict[str, str]:
+        """Retry-After for overload and unavailability, or wherever a wait was estimated."""
+        if self.retry_after is not None or self.status in RETRY_STATUSES:
+            return retry_after_headers(self.retry_after)
+        return {}
 
 
 class ModelError(ServiceError):

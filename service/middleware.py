@@ -9,7 +9,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
-from service.errors import TooLargeError
+from service.errors import ServiceError, TooLargeError, UnavailableError
 from service.lifecycle import Lifecycle
 
 # Paths that stay open while starting and draining (probes and scraping).
@@ -49,19 +49,13 @@ class RequestMiddleware:
             await self.app(scope, receive, timed_send)  # no gate, no limit, not in the metrics
             return
         if not self.lifecycle.accepting:
-            await _reject(
-                send,
-                started,
-                "unavailable",
-                "the server is draining" if self.lifecycle.draining else "not ready yet",
-            )
+            message = "the server is draining" if self.lifecycle.draining else "not ready yet"
+            await _reject(send, started, UnavailableError(message))
             self._record(scope, 503, started)
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body:
-            await _reject(
-                send, started, "payload_too_large", _too_large(self.max_upload).message, 413
-            )
+            await _reject(send, started, _too_large(self.max_upload))
             self._record(scope, 413, started)
             return
         received = 0
@@ -113,11 +107,11 @@ def _timing_headers(state: dict[str, Any], started: float) -> list[tuple[bytes, 
     return [(k.encode(), f"{v:.6f}".encode()) for k, v in values]
 
 
-async def _reject(send: Send, started: float, code: str, message: str, status: int = 503) -> None:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+async def _reject(send: Send, started: float, exc: ServiceError) -> None:
+    """Answer before the app sees the request (the app's handlers would read the body)."""
+    body = json.dumps(exc.body()).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 503:
-        headers.append((b"retry-after", b"1"))
+    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers().items()]
     headers += _timing_headers({}, started)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -1,17 +1,31 @@
-"""One served model: its engine, its batcher, and the request-level predict that uses both."""
+"""One served model: what the routes and the CLI see of it, and the one function that builds it.
+
+A `ServedModel` has a name, task, sampling rate, minimum length and card, answers `predict`
+(one clip through the shared batcher, windows and all), `predict_now` (clips without a queue,
+for the CLI) and `open_stream` (a live stream in the priority lane, its audio counted). Nothing
+outside it touches the engine, the batcher or the loaded model.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import logging
+from collections.abc import Sequence
 
 import numpy as np
 
 from service import metrics
-from service.batcher import DEFAULT_PRIORITY, Batcher, BatchObserver
-from service.engine import Engine
-from service.schemas import ModelCard, Prediction
+from service.audio import Audio, PcmDecoder
+from service.batcher import DEFAULT_PRIORITY, STREAM_PRIORITY, Batcher, BatchObserver, Timed
+from service.cost import fill_batches
+from service.engine import DEFAULT_OPTIONS, Engine, Window
+from service.errors import ServiceError
+from service.schemas import ModelCard, Options, Prediction
 from service.settings import Settings
+from service.streaming import LiveStream, Stream, windowing_for
+from service.wav2vec2.loading import LoadedModel, load_model
+
+log = logging.getLogger(__name__)
 
 
 class PrometheusObserver(BatchObserver):
@@ -38,35 +52,69 @@ class PrometheusObserver(BatchObserver):
             metrics.BATCH_FAILURES.labels(self.model, type(error).__name__).inc()
 
 
-@dataclass
-class Timings:
-    queue: float = 0.0
-    inference: float = 0.0
+class ServedModel:
+    """One model as the routes and the CLI see it."""
 
-
-class ModelRuntime:
-    def __init__(self, engine: Engine, settings: Settings) -> None:
-        self.engine = engine
-        self.name = engine.name
-        self.settings = settings
+    def __init__(self, loaded: LoadedModel, settings: Settings) -> None:
+        self._loaded = loaded
+        self._settings = settings
+        self.name = loaded.name
+        self.task = loaded.task
+        self.sampling_rate = loaded.sampling_rate
+        self.min_samples = loaded.min_samples
+        self.engine = Engine(loaded, settings.chunk_seconds, settings.stride_seconds)
+        # Tests wrap batcher.run_batch to slow or fail batches; nothing else reaches in.
         self.batcher: Batcher[np.ndarray, np.ndarray] = Batcher(
-            run_batch=engine.run_batch,
+            run_batch=self.engine.run_batch,
             max_batch_size=settings.max_batch_size,
             max_batch_cost=settings.max_batch_samples,
             max_wait_ms=settings.max_wait_ms,
             max_queue=settings.max_queue,
-            name=engine.name,
-            observer=PrometheusObserver(engine.name, engine.sampling_rate),
+            name=self.name,
+            observer=PrometheusObserver(self.name, self.sampling_rate),
         )
+
+    @property
+    def attention(self) -> str:
+        """The attention kernel the model runs (eager, sdpa, flash)."""
+        return str(self._loaded.model.wav2vec2.attention_kind)
+
+    def card(self) -> ModelCard:
+        loaded = self._loaded
+        labels = None if self.task == "transcribe" else list(loaded.config.id2label.values())
+        return ModelCard(
+            id=self.name,
+            task=self.task,  # type: ignore[arg-type]
+            architecture=loaded.config.architecture,
+            sampling_rate=self.sampling_rate,
+            labels=labels,
+            device=str(loaded.device),
+            dtype=str(loaded.dtype).removeprefix("torch."),
+            attention=self.attention,
+        )
+
+    # ---- lifecycle ----
+
+    def warmup(self) -> None:
+        self.engine.warmup()
+
+    def start(self) -> None:
+        """Start the batcher on the running loop."""
+        self.batcher.start()
+
+    async def stop(self, drain_timeout: float) -> None:
+        await self.batcher.stop(drain_timeout)
+
+    # ---- requests ----
 
     async def predict(
         self,
         samples: np.ndarray,
         duration: float,
+        options: Options = DEFAULT_OPTIONS,
         *,
-        top_k: int = 5,
         priority: int = DEFAULT_PRIORITY,
-    ) -> tuple[Prediction, Timings]:
+    ) -> Timed[Prediction]:
         """Windows of one clip through the shared batcher, then one Prediction."""
         plan = self.engine.plan(len(samples))
         windows = [
@@ -75,7 +123,7 @@ class ModelRuntime:
                     samples[w.start : w.end],
                     w.end - w.start,
                     priority=priority,
-                    timeout=self.settings.request_timeout,
+                    timeout=self._settings.request_timeout,
                 )
             )
             for w in plan
@@ -88,23 +136,92 @@ class ModelRuntime:
             for w in windows:
                 w.cancel()
             raise
-        prediction = self.engine.finish(plan, [t.result for t in timed], duration, top_k)
+        prediction = self.engine.finish(plan, [t.result for t in timed], duration, options)
         metrics.AUDIO_SECONDS.labels(self.name).inc(duration)
         # Windows were queued together: queue = until the first started, inference = the rest.
         first = min(t.queue_time for t in timed)
         last = max(t.queue_time + t.inference_time for t in timed)
-        return prediction, Timings(first, last - first)
+        return Timed(prediction, first, last - first)
 
-    def card(self) -> ModelCard:
-        loaded = self.engine.loaded
-        labels = None if loaded.task == "transcribe" else list(loaded.config.id2label.values())
-        return ModelCard(
-            id=self.name,
-            task=loaded.task,
-            architecture=loaded.config.architecture,
-            sampling_rate=loaded.sampling_rate,
-            labels=labels,
-            device=str(loaded.device),
-            dtype=str(loaded.dtype).removeprefix("torch."),
-            attention=loaded.model.wav2vec2.attention_kind,
+    def predict_now(
+        self, clips: Sequence[Audio], options: Options = DEFAULT_OPTIONS
+    ) -> list[Prediction]:
+        """Clips without the queue (the CLI): windows of similar length share forward passes
+        within the batch limits; results in input order."""
+        plans = [self.engine.plan(len(a.samples)) for a in clips]
+        jobs: list[tuple[int, Window]] = [(i, w) for i, plan in enumerate(plans) for w in plan]
+        windows = [clips[i].samples[w.start : w.end] for i, w in jobs]
+        outputs: list[np.ndarray] = [np.zeros(0)] * len(windows)
+        s = self._settings
+        for batch in fill_batches([len(x) for x in windows], s.max_batch_samples, s.max_batch_size):
+            for j, out in zip(batch, self.engine.run_batch([windows[j] for j in batch])):
+                outputs[j] = out
+        predictions, pos = [], 0
+        for audio, plan in zip(clips, plans):
+            part, pos = outputs[pos : pos + len(plan)], pos + len(plan)
+            predictions.append(self.engine.finish(plan, part, audio.duration, options))
+        return predictions
+
+    def open_stream(self, encoding: str, sample_rate: int, interim: bool = True) -> LiveStream:
+        """A live transcription stream: raw PCM in, partials and finals out. Its windows run
+        in the stream lane (ahead of REST clips) and its audio counts as processed audio."""
+        if self.task != "transcribe" or self._loaded.tokenizer is None:
+            raise ServiceError(f"{self.name!r} does not transcribe", code="wrong_task", status=422)
+        s = self._settings
+        windowing = windowing_for(
+            self._loaded,
+            chunk=s.stream_chunk_seconds,
+            left=s.stream_left_context_seconds,
+            lookahead=s.stream_lookahead_seconds,
+            pause=s.stream_pause_seconds,
+            max_segment=s.stream_max_segment_seconds,
+            parallel=s.stream_parallel_windows,
         )
+        pcm = PcmDecoder(encoding, sample_rate, self.sampling_rate)
+
+        async def infer(window: np.ndarray) -> np.ndarray:
+            return await self.batcher.submit(
+                window, len(window), priority=STREAM_PRIORITY, timeout=s.request_timeout
+            )
+
+        stream = Stream(
+            windowing, self._loaded.tokenizer, self._loaded.frame_seconds, infer, interim=interim
+        )
+        return LiveStream(stream, pcm, metrics.AUDIO_SECONDS.labels(self.name).inc)
+
+
+def build_model(
+    settings: Settings, name: str, source: str, task: str = "auto", warmup: bool = True
+) -> ServedModel:
+    """Load a checkpoint and wrap it: how the app and the CLI get a ServedModel."""
+    loaded = load_model(
+        source,
+        name=name,
+        task=task,
+        device=settings.device,
+        dtype=settings.dtype,
+        attention=settings.attention,
+    )
+    served = ServedModel(loaded, settings)
+    if warmup:
+        served.warmup()
+    log.info(
+        "loaded %s (%s) from %s on %s/%s, attention %s",
+        name,
+        served.task,
+        source,
+        loaded.device,
+        loaded.dtype,
+        served.attention,
+    )
+    return served
+
+
+def build_models(settings: Settings) -> dict[str, ServedModel]:
+    """Every --model, warmed up; names must be unique."""
+    models: dict[str, ServedModel] = {}
+    for name, source in settings.model_specs():
+        if name in models:
+            raise ServiceError(f"two models are named {name!r}; use NAME=PATH to tell them apart")
+        models[name] = build_model(settings, name, source)
+    return models

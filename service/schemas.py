@@ -1,4 +1,5 @@
-"""Wire types: the one Prediction result (CLI line, REST body, final streaming message)."""
+"""Wire types (docs/api.md): the one Prediction (CLI line, REST body) and the stream's messages,
+whose `final` carries the same `Word` as a Prediction."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ Task = Literal["transcribe", "classify", "embed", "frames"]
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
+
+
+class Options(_Frozen):
+    """Per-request options that reach post-processing through ServedModel.predict."""
+
+    top_k: int = 5  # classify: labels returned
 
 
 class Word(_Frozen):
@@ -31,7 +38,7 @@ class Segment(_Frozen):
 
 
 class Prediction(_Frozen):
-    """Fields by task (CONTRACT.md); those a task does not produce are left out of the JSON."""
+    """Fields by task (docs/api.md); those a task does not produce are left out of the JSON."""
 
     model: str
     task: Task
@@ -41,9 +48,6 @@ class Prediction(_Frozen):
     labels: list[Label] | None = None
     embedding: list[float] | None = None
     segments: list[Segment] | None = None
-
-    def to_json(self) -> str:
-        return self.model_dump_json(exclude_none=True)
 
 
 class ModelCard(_Frozen):
@@ -64,3 +68,47 @@ class VerifyResult(_Frozen):
     score: float
     same_speaker: bool
     threshold: float
+
+
+# WebSocket /v1/stream, server -> client (docs/api.md, "Streaming transcription")
+
+
+class Ready(_Frozen):
+    type: Literal["ready"] = "ready"
+    model: str
+    sample_rate: int
+    encoding: str
+
+
+class Partial(_Frozen):
+    """May still change; the open segment's text so far."""
+
+    type: Literal["partial"] = "partial"
+    text: str
+    start: float
+
+
+class Final(_Frozen):
+    """Never changes; times from the start of the stream."""
+
+    type: Literal["final"] = "final"
+    text: str
+    words: list[Word]
+    start: float
+    end: float
+
+
+class End(_Frozen):
+    type: Literal["end"] = "end"
+    duration: float  # seconds of audio received, before resampling
+
+
+class ErrorMessage(_Frozen):
+    """Sent before the server closes the socket with a close code."""
+
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+
+
+StreamMessage = Ready | Partial | Final | End | ErrorMessage

@@ -12,130 +12,34 @@ reaches `max_segment` frames (cut after its last word delimiter). A closed segme
 alone and sent as a `final`; the finals joined by single spaces are the offline transcript
 (whitespace runs aside) wherever the windowed frames equal the whole clip's.
 
-Nothing here knows about FastAPI: `infer` is any coroutine from window samples to logits.
+Nothing here knows about FastAPI: `infer` is any coroutine from window samples to logits, and
+`LiveStream` takes client bytes; the served model (runtime.py) builds both.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-import json
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-import soxr
 
-from service.audio import MAX_RATE, MIN_RATE, RESAMPLE_QUALITY
-from service.metrics import STREAM_LATENCY
+from service import decode
+from service.audio import PcmDecoder
+from service.lifecycle import Lifecycle
+from service.metrics import ACTIVE_STREAMS, STREAM_LATENCY
+from service.schemas import Final, Partial
 from service.wav2vec2.tokenizer import CTCTokenizer
 
 if TYPE_CHECKING:
     from service.wav2vec2.loading import LoadedModel
 
 Infer = Callable[[np.ndarray], Awaitable[np.ndarray]]  # (samples,) -> (frames, vocab) logits
-Message = dict[str, Any]
-
-# WebSocket close codes (RFC 6455 and IANA's registry)
-NORMAL, POLICY, TOO_BIG, INTERNAL, RESTART, TRY_LATER = 1000, 1008, 1009, 1011, 1012, 1013
-ENCODINGS: dict[str, np.dtype[Any]] = {"pcm_s16le": np.dtype("<i2"), "pcm_f32le": np.dtype("<f4")}
-
-
-class StreamError(Exception):
-    """Ends a stream: sent as an `error` message, then the socket closes with close_code."""
-
-    def __init__(self, code: str, message: str, close_code: int = POLICY) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.close_code = close_code
-
-    def to_message(self) -> Message:
-        return {"type": "error", "code": self.code, "message": self.message}
-
-
-@dataclass(frozen=True)
-class StartRequest:
-    """The optional first text frame; omitted, binary audio is 16 kHz pcm_s16le."""
-
-    sample_rate: int = 16_000
-    encoding: str = "pcm_s16le"
-    model: str | None = None
-    interim_results: bool = True
-
-
-def parse_control(text: str) -> Message:
-    """A client text frame -> a JSON object with a string `type`, or StreamError."""
-    try:
-        message = json.loads(text)
-    except ValueError:
-        raise StreamError("invalid_json", "text frames must be JSON objects") from None
-    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        raise StreamError("invalid_message", 'a text frame needs a "type": "start" or "stop"')
-    return message
-
-
-def parse_start(message: Message) -> StartRequest:
-    """Validate a start message's fields (unknown fields are ignored)."""
-    rate = message.get("sample_rate", 16_000)
-    if not isinstance(rate, int) or isinstance(rate, bool) or not MIN_RATE <= rate <= MAX_RATE:
-        raise StreamError(
-            "invalid_sample_rate", f"sample_rate must be an integer in {MIN_RATE}..{MAX_RATE} Hz"
-        )
-    encoding = message.get("encoding", "pcm_s16le")
-    if encoding not in ENCODINGS:
-        raise StreamError(
-            "invalid_encoding", f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}"
-        )
-    model = message.get("model")
-    if model is not None and not isinstance(model, str):
-        raise StreamError("invalid_field", "model must be a string")
-    interim = message.get("interim_results", True)
-    if not isinstance(interim, bool):
-        raise StreamError("invalid_field", "interim_results must be true or false")
-    return StartRequest(rate, encoding, model or None, interim)
-
-
-class PcmDecoder:
-    """Raw little-endian PCM frames -> float32 at the model's rate, state kept across frames."""
-
-    def __init__(self, encoding: str, rate: int, target_rate: int) -> None:
-        self.dtype = ENCODINGS[encoding]
-        self.rate = rate
-        self.samples_in = 0  # input samples so far, for the stream's duration
-        self._rest = b""  # a sample split across two messages
-        self._resampler = (
-            None
-            if rate == target_rate
-            else soxr.ResampleStream(
-                rate, target_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY
-            )
-        )
-
-    def decode(self, data: bytes) -> np.ndarray:
-        if self._rest:
-            data = self._rest + data
-        whole = len(data) - len(data) % self.dtype.itemsize
-        self._rest = data[whole:]
-        x = np.frombuffer(data, self.dtype, count=whole // self.dtype.itemsize)
-        x = x.astype(np.float32)
-        if self.dtype.kind == "i":
-            x *= 1 / 32768
-        elif not np.isfinite(x).all():
-            raise StreamError("non_finite_audio", "audio contains NaN or infinite samples")
-        self.samples_in += len(x)
-        return self._resample(x, last=False)
-
-    def flush(self) -> np.ndarray:
-        """The resampler's tail; a dangling partial sample is a truncated frame and dropped."""
-        return self._resample(np.zeros(0, np.float32), last=True)
-
-    def _resample(self, x: np.ndarray, last: bool) -> np.ndarray:
-        if self._resampler is None:
-            return x
-        return np.asarray(self._resampler.resample_chunk(x, last=last), np.float32)
+Message = Partial | Final
 
 
 @dataclass(frozen=True)
@@ -265,7 +169,7 @@ class Stream:
 
     async def finish(self) -> list[Message]:
         """No more audio: commit every frame left, close the open segment."""
-        out = [m for m in await self.advance() if m["type"] == "final"]
+        out: list[Message] = [m for m in await self.advance() if isinstance(m, Final)]
         total = self.w.frames_in(self.received)
         if total > self.done:
             a, logits = await self._window(self.done, self.received)
@@ -337,24 +241,14 @@ class Stream:
         if not decoded.text:
             return []
         fs = self.frame_seconds
-        words = [
-            {
-                "word": w.word,
-                "start": round((start + w.start) * fs, 3),
-                "end": round((start + w.end) * fs, 3),
-            }
-            for w in decoded.words
-        ]
         self._observe("final", self.seg_start * self.w.step - 1)
-        end = round(self.seg_start * fs, 3)
         return [
-            {
-                "type": "final",
-                "text": decoded.text,
-                "words": words,
-                "start": round(start * fs, 3),
-                "end": end,
-            }
+            Final(
+                text=decoded.text,
+                words=decode.words(decoded, fs, first_frame=start),
+                start=decode.seconds(start, fs),
+                end=decode.seconds(self.seg_start, fs),
+            )
         ]
 
     def _partial_message(self) -> list[Message]:
@@ -365,16 +259,62 @@ class Stream:
         covered = min(self.received, (self.done + len(self._tail)) * self.w.step)
         self._observe("partial", self._covered)
         self._covered = covered
-        return [
-            {
-                "type": "partial",
-                "text": text,
-                "start": round(self.seg_start * self.frame_seconds, 3),
-            }
-        ]
+        return [Partial(text=text, start=decode.seconds(self.seg_start, self.frame_seconds))]
 
     def _observe(self, kind: str, sample: int) -> None:
         """Seconds since the given sample arrived (the oldest audio the message covers)."""
         i = bisect.bisect_right(self._ends, max(0, sample))
         if i < len(self._times):
             STREAM_LATENCY.labels(kind).observe(self.clock() - self._times[i])
+
+
+class LiveStream:
+    """One client's stream: its raw PCM decoded as it arrives, fed to a Stream, and every
+    second of input counted through `on_audio` as soon as it is decoded."""
+
+    def __init__(self, stream: Stream, pcm: PcmDecoder, on_audio: Callable[[float], None]) -> None:
+        self.stream = stream
+        self.pcm = pcm
+        self.on_audio = on_audio
+
+    @property
+    def seconds(self) -> float:
+        """Seconds of audio received, before resampling."""
+        return self.pcm.seconds
+
+    @property
+    def peak_pending(self) -> int:
+        return self.stream.peak_pending
+
+    async def feed(self, data: bytes) -> list[Message]:
+        """One binary frame -> the finals and partial it makes possible."""
+        before = self.pcm.seconds
+        self.stream.feed(self.pcm.decode(data))
+        self.on_audio(self.pcm.seconds - before)
+        return await self.stream.advance()
+
+    async def finish(self) -> list[Message]:
+        """No more audio: the finals of everything received."""
+        self.stream.feed(self.pcm.flush())
+        return await self.stream.finish()
+
+
+@dataclass
+class StreamStats:
+    """Open streams, counted once (app.state.streams): the limit, the gauge and the drain."""
+
+    active: int = 0
+    peak_pending_samples: int = 0  # the most unprocessed audio any stream held
+
+    @contextlib.contextmanager
+    def open(self, lifecycle: Lifecycle) -> Iterator[None]:
+        """One stream from admission to close; the drain waits for it like for a request."""
+        self.active += 1
+        ACTIVE_STREAMS.set(self.active)
+        lifecycle.enter()
+        try:
+            yield
+        finally:
+            self.active -= 1
+            ACTIVE_STREAMS.set(self.active)
+            lifecycle.leave()

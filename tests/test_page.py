@@ -82,7 +82,7 @@ def test_page_streams_a_microphone_and_transcribes_a_file(tmp_path, checkpoints)
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(server.url + "/")
-            model = next(iter(server.app.state.runtimes))
+            model = next(iter(server.app.state.models))
             page.wait_for_function(
                 f"document.getElementById('model').textContent === {json.dumps(model)}"
             )

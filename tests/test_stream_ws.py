@@ -27,7 +27,6 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from service.app import create_app
-from service.routes.stream import stream_stats
 from service.settings import Settings
 from tests.conftest import require_tool
 from training.text import edit_distance
@@ -79,7 +78,7 @@ class LiveServer:
 
     @property
     def streams(self):
-        return stream_stats(self.app.state)
+        return self.app.state.streams
 
     def offline(self, data: bytes) -> dict:
         """The REST Prediction for a file: the offline transcript."""

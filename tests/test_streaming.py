@@ -15,15 +15,11 @@ import numpy as np
 import pytest
 import soxr
 
-from service.streaming import (
-    PcmDecoder,
-    StartRequest,
-    Stream,
-    StreamError,
-    Windowing,
-    parse_control,
-    parse_start,
-)
+from service.audio import PcmDecoder
+from service.errors import AudioError, ServiceError
+from service.routes.stream import StartRequest, close_code, parse_control, parse_start
+from service.schemas import ErrorMessage
+from service.streaming import Stream, Windowing
 from service.wav2vec2.tokenizer import CTCTokenizer
 from tests.checkpoints import VOCAB
 
@@ -84,9 +80,9 @@ async def run(stream: Stream, x: np.ndarray, pieces: list[int]) -> list[dict]:
     for n in pieces:
         stream.feed(x[pos : pos + n])
         pos += n
-        out += await stream.advance()
+        out += [m.model_dump() for m in await stream.advance()]
     stream.feed(x[pos:])
-    return out + await stream.finish()
+    return out + [m.model_dump() for m in await stream.finish()]
 
 
 def random_pieces(rng: random.Random, total: int, biggest: int) -> list[int]:
@@ -196,7 +192,7 @@ def test_pcm_decoder_holds_back_split_samples_and_resamples_as_a_stream():
     np.testing.assert_allclose(out, soxr.resample(y, 48_000, 16_000, quality="HQ"), atol=1e-4)
 
     bad = np.array([0.0, np.nan], "<f4").tobytes()
-    with pytest.raises(StreamError) as err:
+    with pytest.raises(AudioError) as err:
         PcmDecoder("pcm_f32le", 16_000, 16_000).decode(bad)
     assert err.value.code == "non_finite_audio"
 
@@ -214,10 +210,10 @@ def test_pcm_decoder_holds_back_split_samples_and_resamples_as_a_stream():
     ],
 )
 def test_bad_control_frames_are_policy_errors(text, code):
-    with pytest.raises(StreamError) as err:
+    with pytest.raises(ServiceError) as err:
         parse_start(parse_control(text))
-    assert (err.value.code, err.value.close_code) == (code, 1008)
-    assert json.dumps(err.value.to_message())
+    assert (err.value.code, close_code(err.value)) == (code, 1008)
+    assert json.dumps(ErrorMessage(**err.value.body()["error"]).model_dump())
 
 
 def test_start_defaults_match_the_contract():

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from starlette.datastructures import UploadFile
 
 from service.audio import Audio, decode_audio, decode_pcm
+from service.batcher import Timed
 from service.errors import (
     AudioError,
     BadFieldError,
@@ -22,7 +23,7 @@ from service.errors import (
     UnauthorizedError,
     UnsupportedMediaError,
 )
-from service.runtime import ModelRuntime, Timings
+from service.runtime import ServedModel
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,24 +60,25 @@ async def require_api_key(request: Request) -> None:
         raise UnauthorizedError("a valid API key is required: Authorization: Bearer <key>")
 
 
-def pick_model(request: Request, name: str | None, task: str | None) -> ModelRuntime:
-    """The named model, or the first served model that does `task`."""
-    runtimes: dict[str, ModelRuntime] = request.app.state.runtimes
+def served_models(request: Request) -> dict[str, ServedModel]:
+    return request.app.state.models
+
+
+def pick_model(models: dict[str, ServedModel], name: str | None, task: str | None) -> ServedModel:
+    """The named model, or the first served model that does `task` (REST and WebSocket)."""
     if name:
-        runtime = runtimes.get(name)
-        if runtime is None:
+        model = models.get(name)
+        if model is None:
             raise NotFoundError(
-                f"no model named {name!r}; served: {sorted(runtimes)}", code="model_not_found"
+                f"no model named {name!r}; served: {sorted(models)}", code="model_not_found"
             )
-        if task and runtime.engine.task != task:
+        if task and model.task != task:
             # A field whose value does not fit the endpoint: 422, like any bad field.
-            raise BadFieldError(
-                f"model {name!r} does {runtime.engine.task}, not {task}", code="wrong_task"
-            )
-        return runtime
-    for runtime in runtimes.values():
-        if task is None or runtime.engine.task == task:
-            return runtime
+            raise BadFieldError(f"model {name!r} does {model.task}, not {task}", code="wrong_task")
+        return model
+    for model in models.values():
+        if task is None or model.task == task:
+            return model
     raise NotFoundError(f"no served model does {task}", code="model_not_found")
 
 
@@ -135,14 +137,13 @@ async def read_upload(request: Request, file_fields: tuple[str, ...] = ("file",)
     return Upload(files, fields)
 
 
-async def decode(upload: Upload, field: str, runtime: ModelRuntime, settings: Settings) -> Audio:
+async def decode(upload: Upload, field: str, model: ServedModel, settings: Settings) -> Audio:
     """The field's bytes -> mono float32 at the model's rate, decoded off the event loop."""
     data = upload.files[field]
-    engine = runtime.engine
     common: dict[str, Any] = dict(
-        target_rate=engine.sampling_rate,
+        target_rate=model.sampling_rate,
         max_seconds=settings.max_audio_seconds,
-        min_samples=engine.min_samples,
+        min_samples=model.min_samples,
     )
     encoding = upload.fields.get("encoding")
     if encoding:
@@ -188,7 +189,7 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-def record_timings(request: Request, timings: Timings) -> None:
+def record_timings(request: Request, timed: Timed[Any]) -> None:
     """Echoed as x-queue-time / x-inference-time by the middleware."""
-    request.state.queue_time = timings.queue
-    request.state.inference_time = timings.inference
+    request.state.queue_time = timed.queue_time
+    request.state.inference_time = timed.inference_time

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.errors import retry_after_headers
 from service.metrics import REGISTRY
 
 router = APIRouter(tags=["operations"])
@@ -23,7 +24,7 @@ async def readyz(request: Request, response: Response) -> dict[str, str]:
     if lifecycle.accepting:
         return {"status": "ready"}
     response.status_code = 503
-    response.headers["Retry-After"] = "1"
+    response.headers.update(retry_after_headers(1))
     return {"status": "draining" if lifecycle.draining else "starting"}
 
 

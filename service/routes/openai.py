@@ -41,8 +41,10 @@ from service.routes.deps import (
     read_upload,
     record_timings,
     require_api_key,
+    served_models,
+    unless_disconnected,
 )
-from service.runtime import ModelRuntime
+from service.runtime import ServedModel
 from service.schemas import Prediction, Word
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
@@ -174,11 +176,11 @@ def _usage(prediction: Prediction) -> dict[str, Any]:
     return {"type": "duration", "seconds": prediction.duration}
 
 
-def _model(request: Request, name: str) -> ModelRuntime:
-    if name and (name in request.app.state.runtimes or not OPENAI_MODEL.match(name)):
-        return pick_model(request, name, "transcribe")
+def _model(models: dict[str, ServedModel], name: str) -> ServedModel:
+    if name and (name in models or not OPENAI_MODEL.match(name)):
+        return pick_model(models, name, "transcribe")
     try:
-        return pick_model(request, None, "transcribe")
+        return pick_model(models, None, "transcribe")
     except NotFoundError:
         raise NotFoundError(
             f"no served model transcribes (asked for {name!r})", code="model_not_found"
@@ -211,10 +213,12 @@ async def transcriptions(request: Request, settings: SettingsDep) -> Response:
     keys = ("timestamp_granularities[]", "timestamp_granularities")
     given = [str(g) for k in keys for g in request.query_params.getlist(k) + form.getlist(k)]
     response_format, granularities = _options(upload.fields, given)
-    runtime = _model(request, upload.fields.get("model", ""))
-    audio = await decode(upload, "file", runtime, settings)
-    prediction, timings = await runtime.predict(audio.samples, audio.duration)
-    record_timings(request, timings)
-    response = render(prediction, response_format, granularities, upload.fields.get("language"))
-    response.headers["x-model"] = runtime.name
+    model = _model(served_models(request), upload.fields.get("model", ""))
+    audio = await decode(upload, "file", model, settings)
+    # Like the other routes: a client that hangs up frees its windows before they compute.
+    timed = await unless_disconnected(request, model.predict(audio.samples, audio.duration))
+    record_timings(request, timed)
+    language = upload.fields.get("language")
+    response = render(timed.result, response_format, granularities, language)
+    response.headers["x-model"] = model.name
     return response

@@ -7,6 +7,7 @@ import asyncio
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 
+from service.batcher import Timed
 from service.routes.deps import (
     SettingsDep,
     decode,
@@ -14,10 +15,10 @@ from service.routes.deps import (
     read_upload,
     record_timings,
     require_api_key,
+    served_models,
     unless_disconnected,
 )
-from service.runtime import Timings
-from service.schemas import ModelCard, Prediction, VerifyResult
+from service.schemas import ModelCard, Options, Prediction, VerifyResult
 
 router = APIRouter(prefix="/v1", tags=["inference"], dependencies=[Depends(require_api_key)])
 
@@ -46,13 +47,13 @@ AUDIO_BODY = {
 
 async def _predict(request: Request, settings: SettingsDep, task: str) -> Prediction:
     upload = await read_upload(request)
-    runtime = pick_model(request, upload.fields.get("model"), task)
-    top_k = upload.int_field("top_k", 5, 1, 10_000)
-    audio = await decode(upload, "file", runtime, settings)
-    work = runtime.predict(audio.samples, audio.duration, top_k=top_k)
-    prediction, timings = await unless_disconnected(request, work)
-    record_timings(request, timings)
-    return prediction
+    model = pick_model(served_models(request), upload.fields.get("model"), task)
+    options = Options(top_k=upload.int_field("top_k", 5, 1, 10_000))
+    audio = await decode(upload, "file", model, settings)
+    work = model.predict(audio.samples, audio.duration, options)
+    timed = await unless_disconnected(request, work)
+    record_timings(request, timed)
+    return timed.result
 
 
 def _route(task: str, summary: str):  # one endpoint per task, same body
@@ -85,14 +86,15 @@ for _task, _path, _summary in (
 async def verify(request: Request, settings: SettingsDep) -> VerifyResult:
     """Speaker verification: cosine similarity of the embeddings of file1 and file2."""
     upload = await read_upload(request, ("file1", "file2"))
-    runtime = pick_model(request, upload.fields.get("model"), "embed")
-    a = await decode(upload, "file1", runtime, settings)
-    b = await decode(upload, "file2", runtime, settings)
+    model = pick_model(served_models(request), upload.fields.get("model"), "embed")
+    a = await decode(upload, "file1", model, settings)
+    b = await decode(upload, "file2", model, settings)
     # Both clips queued at once, so they can share a batch.
-    both = asyncio.gather(*(runtime.predict(x.samples, x.duration) for x in (a, b)))
-    (pa, ta), (pb, tb) = await unless_disconnected(request, both)
-    record_timings(request, Timings(max(ta.queue, tb.queue), max(ta.inference, tb.inference)))
-    ea, eb = np.asarray(pa.embedding), np.asarray(pb.embedding)
+    both = asyncio.gather(*(model.predict(x.samples, x.duration) for x in (a, b)))
+    ta, tb = await unless_disconnected(request, both)
+    queue, inference = max(ta.queue_time, tb.queue_time), max(ta.inference_time, tb.inference_time)
+    record_timings(request, Timed(None, queue, inference))
+    ea, eb = np.asarray(ta.result.embedding), np.asarray(tb.result.embedding)
     score = float(ea @ eb / max(np.linalg.norm(ea) * np.linalg.norm(eb), 1e-12))
     threshold = settings.verify_threshold
     return VerifyResult(score=score, same_speaker=score >= threshold, threshold=threshold)
@@ -101,5 +103,5 @@ async def verify(request: Request, settings: SettingsDep) -> VerifyResult:
 @router.get("/models")
 async def models(request: Request) -> dict[str, object]:
     """The served models with their task, labels and sampling rate."""
-    cards: list[ModelCard] = [r.card() for r in request.app.state.runtimes.values()]
+    cards: list[ModelCard] = [m.card() for m in served_models(request).values()]
     return {"object": "list", "data": [c.model_dump(exclude_none=True) for c in cards]}

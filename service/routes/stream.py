@@ -1,4 +1,7 @@
-"""WebSocket /v1/stream: streaming transcription (CONTRACT.md, "Streaming transcription").
+"""WebSocket /v1/stream: streaming transcription (docs/api.md, "Streaming transcription").
+
+This module owns the protocol: message parsing, the one table from error to close code, and
+the session loop; the served model's LiveStream does the audio and the transcription.
 
 Protocol decisions the contract leaves open:
 - The start frame is optional: binary audio as the first frame is 16 kHz pcm_s16le with the
@@ -25,50 +28,91 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.types import Message
 
-from service import metrics
-from service.batcher import STREAM_PRIORITY
-from service.errors import ServiceError
-from service.routes.deps import bearer_token, key_is_valid
-from service.runtime import ModelRuntime
-from service.settings import Settings
-from service.streaming import (
-    INTERNAL,
-    NORMAL,
-    RESTART,
-    TOO_BIG,
-    TRY_LATER,
-    PcmDecoder,
-    StartRequest,
-    Stream,
-    StreamError,
-    parse_control,
-    parse_start,
-    windowing_for,
+from service.errors import (
+    BadFieldError,
+    ServiceError,
+    TooLargeError,
+    UnauthorizedError,
+    UnavailableError,
 )
+from service.lifecycle import Lifecycle
+from service.routes.deps import bearer_token, key_is_valid, pick_model
+from service.runtime import ServedModel
+from service.schemas import End, ErrorMessage, Ready, StreamMessage
+from service.settings import Settings
+from service.streaming import LiveStream, StreamStats
 
 router = APIRouter(tags=["streaming"])
 log = logging.getLogger(__name__)
 MAX_TEXT_BYTES = 64 * 1024
+ENCODINGS = ("pcm_s16le", "pcm_f32le")  # what the stream takes (REST raw bodies take more)
+MIN_RATE, MAX_RATE = 1_000, 384_000
+
+# WebSocket close codes (RFC 6455 and IANA's registry).
+NORMAL, POLICY, TOO_BIG, INTERNAL, RESTART, TRY_LATER = 1000, 1008, 1009, 1011, 1012, 1013
+# The one table from error to close code: by code first, then by HTTP status; any other
+# client error is a policy violation (1008), any other server error a fault (1011).
+CLOSE_BY_CODE = {"server_draining": RESTART}
+CLOSE_BY_STATUS = {413: TOO_BIG, 429: TRY_LATER, 503: TRY_LATER}
 
 
-@dataclass
-class StreamStats:
-    """Per-app stream accounting (app.state.streams); tests read it."""
-
-    active: int = 0
-    peak_pending_samples: int = 0  # the most unprocessed audio any stream held
+def close_code(exc: ServiceError) -> int:
+    default = POLICY if exc.status < 500 else INTERNAL
+    return CLOSE_BY_CODE.get(exc.code, CLOSE_BY_STATUS.get(exc.status, default))
 
 
-def stream_stats(state: Any) -> StreamStats:
-    if not hasattr(state, "streams"):
-        state.streams = StreamStats()
-    return state.streams
+def protocol_error(code: str, message: str) -> ServiceError:
+    """A message or field the protocol does not allow (closes with 1008)."""
+    return BadFieldError(message, code=code)
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """The optional first text frame; omitted, binary audio is 16 kHz pcm_s16le."""
+
+    sample_rate: int = 16_000
+    encoding: str = "pcm_s16le"
+    model: str | None = None
+    interim_results: bool = True
+
+
+def parse_control(text: str) -> dict[str, Any]:
+    """A client text frame -> a JSON object with a string `type`."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        raise protocol_error("invalid_json", "text frames must be JSON objects") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise protocol_error("invalid_message", 'a text frame needs a "type": "start" or "stop"')
+    return message
+
+
+def parse_start(message: dict[str, Any]) -> StartRequest:
+    """Validate a start message's fields (unknown fields are ignored)."""
+    rate = message.get("sample_rate", 16_000)
+    if not isinstance(rate, int) or isinstance(rate, bool) or not MIN_RATE <= rate <= MAX_RATE:
+        raise protocol_error(
+            "invalid_sample_rate", f"sample_rate must be an integer in {MIN_RATE}..{MAX_RATE} Hz"
+        )
+    encoding = message.get("encoding", "pcm_s16le")
+    if encoding not in ENCODINGS:
+        raise protocol_error(
+            "invalid_encoding", f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}"
+        )
+    model = message.get("model")
+    if model is not None and not isinstance(model, str):
+        raise protocol_error("invalid_field", "model must be a string")
+    interim = message.get("interim_results", True)
+    if not isinstance(interim, bool):
+        raise protocol_error("invalid_field", "interim_results must be true or false")
+    return StartRequest(rate, encoding, model or None, interim)
 
 
 @router.websocket("/v1/stream")
@@ -76,72 +120,59 @@ async def stream(websocket: WebSocket) -> None:
     """Streaming transcription: start, binary PCM, stop -> ready, partials, finals, end."""
     state = websocket.app.state
     settings: Settings = state.settings
-    stats = stream_stats(state)
+    streams: StreamStats = state.streams
     await websocket.accept()
     try:
-        _admit(websocket, settings, stats)
-    except StreamError as exc:
-        await _fail(websocket, exc)
-        return
-    stats.active += 1
-    metrics.ACTIVE_STREAMS.inc()
-    state.lifecycle.enter()
-    try:
-        await _Session(websocket, settings, state.runtimes, stats).run()
-    except StreamError as exc:
-        await _fail(websocket, exc)
-    except ServiceError as exc:  # from the batcher: full queue, shutting down, failed batch
-        if exc.status >= 500 and exc.status != 503:
+        _admit(websocket, settings, streams)
+        with streams.open(state.lifecycle):
+            await _Session(websocket, settings, state.models, streams).run()
+    except ServiceError as exc:
+        if close_code(exc) == INTERNAL:
             log.error("stream failed: %s: %s", exc.code, exc.message)
-        code = TRY_LATER if exc.status in (429, 503) else INTERNAL
-        await _fail(websocket, StreamError(exc.code, exc.message, code))
+        await _fail(websocket, exc)
     except WebSocketDisconnect:
         pass  # the client went away; nothing to tell it
     except Exception:
         log.exception("stream failed")
-        await _fail(websocket, StreamError("internal_error", "internal server error", INTERNAL))
-    finally:
-        stats.active -= 1
-        metrics.ACTIVE_STREAMS.dec()
-        state.lifecycle.leave()
+        await _fail(websocket, ServiceError("internal server error"))
 
 
-def _admit(websocket: WebSocket, settings: Settings, stats: StreamStats) -> None:
+def _admit(websocket: WebSocket, settings: Settings, streams: StreamStats) -> None:
     if settings.api_keys:  # browsers cannot set headers on a WebSocket: ?api_key= also works
         given = bearer_token(websocket.headers.get("authorization", ""))
         if not key_is_valid(given or websocket.query_params.get("api_key", ""), settings.api_keys):
-            raise StreamError("unauthorized", "a valid API key is required")
+            raise UnauthorizedError("a valid API key is required")
     if not websocket.app.state.lifecycle.accepting:
-        raise StreamError("unavailable", "the server is not ready or is draining", TRY_LATER)
-    if stats.active >= settings.max_streams:
+        raise UnavailableError("the server is not ready or is draining")
+    if streams.active >= settings.max_streams:
         msg = f"the server is at its limit of {settings.max_streams} streams; retry later"
-        raise StreamError("too_many_streams", msg, TRY_LATER)
+        raise UnavailableError(msg, code="too_many_streams")
 
 
-async def _fail(websocket: WebSocket, exc: StreamError) -> None:
+async def _fail(websocket: WebSocket, exc: ServiceError) -> None:
     """Tell the client why, then close; the socket may already be gone."""
+    message = ErrorMessage(**exc.body()["error"])
     with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-        await websocket.send_text(json.dumps(exc.to_message()))
-        await websocket.close(exc.close_code, exc.code)
+        await websocket.send_text(message.model_dump_json())
+        await websocket.close(close_code(exc), exc.code)
 
 
 class _Session:
-    """One connection: reads frames, feeds the Stream, sends what it produces."""
+    """One connection: reads frames, feeds the LiveStream, sends what it produces."""
 
     def __init__(
         self,
         websocket: WebSocket,
         settings: Settings,
-        runtimes: dict[str, ModelRuntime],
-        stats: StreamStats,
+        models: dict[str, ServedModel],
+        streams: StreamStats,
     ) -> None:
         self.ws = websocket
         self.settings = settings
-        self.runtimes = runtimes
-        self.stats = stats
-        self.stream: Stream | None = None
-        self.decoder: PcmDecoder | None = None
-        self.lifecycle = websocket.app.state.lifecycle
+        self.models = models
+        self.streams = streams
+        self.live: LiveStream | None = None
+        self.lifecycle: Lifecycle = websocket.app.state.lifecycle
 
     async def run(self) -> None:
         message = await self._receive()
@@ -154,7 +185,7 @@ class _Session:
                 await self._end()
                 return
             if control["type"] != "start":
-                raise StreamError("invalid_message", 'the first text frame must be "start"')
+                raise protocol_error("invalid_message", 'the first text frame must be "start"')
             start = parse_start(control)
         else:
             start = StartRequest()
@@ -171,8 +202,8 @@ class _Session:
                 await self._end()
                 return
             if control["type"] == "start":
-                raise StreamError("unexpected_start", "start must be the first frame")
-            raise StreamError("invalid_message", f"unknown message type {control['type']!r}")
+                raise protocol_error("unexpected_start", "start must be the first frame")
+            raise protocol_error("invalid_message", f"unknown message type {control['type']!r}")
 
     async def _receive(self) -> Message | None:
         """The next text or binary frame; None when the client went away."""
@@ -195,79 +226,46 @@ class _Session:
         size = len(message.get("bytes") or b"") + len(message.get("text") or "")
         limit = self.settings.stream_max_frame_bytes if message.get("bytes") else MAX_TEXT_BYTES
         if size > limit:
-            raise StreamError("frame_too_large", f"frames are limited to {limit} bytes", TOO_BIG)
+            raise TooLargeError(f"frames are limited to {limit} bytes", code="frame_too_large")
         return message
 
     async def _drained(self) -> NoReturn:
         """SIGTERM: finals for all audio received, then 1012 so the client reconnects elsewhere."""
-        if self.stream is not None:
+        if self.live is not None:
             await self._send(await self._finish())
-        raise StreamError("server_draining", "the server is restarting; reconnect", RESTART)
+        raise UnavailableError("the server is restarting; reconnect", code="server_draining")
 
     async def _idle(self) -> NoReturn:
-        if self.stream is not None:
+        if self.live is not None:
             await self._send(await self._finish())
         secs = self.settings.stream_idle_timeout
-        raise StreamError("idle_timeout", f"no frame for {secs:g} s; send stop to finish")
+        raise ServiceError(
+            f"no frame for {secs:g} s; send stop to finish", code="idle_timeout", status=408
+        )
 
     async def _begin(self, start: StartRequest) -> None:
-        runtime = self._pick(start.model)
-        engine, s = runtime.engine, self.settings
-        loaded = engine.loaded
-        assert loaded.tokenizer is not None
-        windowing = windowing_for(
-            loaded,
-            chunk=s.stream_chunk_seconds,
-            left=s.stream_left_context_seconds,
-            lookahead=s.stream_lookahead_seconds,
-            pause=s.stream_pause_seconds,
-            max_segment=s.stream_max_segment_seconds,
-            parallel=s.stream_parallel_windows,
-        )
-
-        async def infer(window: Any) -> Any:
-            return await runtime.batcher.submit(
-                window, len(window), priority=STREAM_PRIORITY, timeout=s.request_timeout
-            )
-
-        self.stream = Stream(
-            windowing, loaded.tokenizer, loaded.frame_seconds, infer, interim=start.interim_results
-        )
-        self.decoder = PcmDecoder(start.encoding, start.sample_rate, engine.sampling_rate)
-        ready = {"type": "ready", "model": runtime.name, "sample_rate": start.sample_rate}
-        await self._send([{**ready, "encoding": start.encoding}])
-
-    def _pick(self, name: str | None) -> ModelRuntime:
-        if name:
-            runtime = self.runtimes.get(name)
-            if runtime is None:
-                raise StreamError("model_not_found", f"no served model is named {name!r}")
-            if runtime.engine.task != "transcribe":
-                raise StreamError("wrong_task", f"{name!r} does not transcribe")
-            return runtime
-        for runtime in self.runtimes.values():
-            if runtime.engine.task == "transcribe":
-                return runtime
-        raise StreamError("model_not_found", "no served model transcribes")
+        model = pick_model(self.models, start.model, "transcribe")
+        self.live = model.open_stream(start.encoding, start.sample_rate, start.interim_results)
+        ready = Ready(model=model.name, sample_rate=start.sample_rate, encoding=start.encoding)
+        await self._send([ready])
 
     async def _audio(self, data: bytes) -> None:
-        assert self.stream is not None and self.decoder is not None
-        self.stream.feed(self.decoder.decode(data))
-        self.stats.peak_pending_samples = max(
-            self.stats.peak_pending_samples, self.stream.peak_pending
+        assert self.live is not None
+        messages = await self.live.feed(data)
+        self.streams.peak_pending_samples = max(
+            self.streams.peak_pending_samples, self.live.peak_pending
         )
-        await self._send(await self.stream.advance())
+        await self._send(messages)
 
-    async def _finish(self) -> list[dict[str, Any]]:
-        assert self.stream is not None and self.decoder is not None
-        self.stream.feed(self.decoder.flush())
-        return await self.stream.finish()
+    async def _finish(self) -> Sequence[StreamMessage]:
+        assert self.live is not None
+        return await self.live.finish()
 
     async def _end(self) -> None:
-        seconds = self.decoder.samples_in / self.decoder.rate if self.decoder else 0.0
-        await self._send([{"type": "end", "duration": round(seconds, 6)}])
+        seconds = self.live.seconds if self.live is not None else 0.0
+        await self._send([End(duration=round(seconds, 6))])
         await self.ws.close(NORMAL)
 
-    async def _send(self, messages: list[dict[str, Any]]) -> None:
+    async def _send(self, messages: Sequence[StreamMessage]) -> None:
         for message in messages:
-            await self.ws.send_text(json.dumps(message))
+            await self.ws.send_text(message.model_dump_json())

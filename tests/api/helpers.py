@@ -62,7 +62,8 @@ class Served:
     client: httpx.AsyncClient
 
     def runtime(self, name: str) -> Any:
-        return self.app.state.runtimes[name]
+        """The ServedModel named `name`."""
+        return self.app.state.models[name]
 
 
 @asynccontextmanager
