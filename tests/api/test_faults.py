@@ -84,7 +84,8 @@ async def test_a_refused_long_clip_leaves_no_windows_behind(checkpoints):
         assert sum(sizes) <= 1, sizes  # at most the window that had already started
 
 
-async def test_an_abandoned_request_is_not_computed(checkpoints):
+@pytest.mark.parametrize("path", ["/v1/transcribe", "/v1/audio/transcriptions"])
+async def test_an_abandoned_request_is_not_computed(checkpoints, path):
     """The client leaves while its clip waits behind a running batch: it never runs."""
     async with serve(settings_for(checkpoints, ["asr"], max_batch_size=1, max_wait_ms=0)) as s:
         sizes = slowed(s.runtime("asr"), 0.6)
@@ -113,8 +114,8 @@ async def test_an_abandoned_request_is_not_computed(checkpoints):
             "http_version": "1.1",
             "method": "POST",
             "scheme": "http",
-            "path": "/v1/transcribe",
-            "raw_path": b"/v1/transcribe",
+            "path": path,
+            "raw_path": path.encode(),
             "root_path": "",
             "query_string": b"",
             "headers": [(b"content-type", b"audio/wav"), (b"content-length", b"%d" % len(body))],

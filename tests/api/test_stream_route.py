@@ -1,0 +1,35 @@
+"""WS /v1/stream in process (Starlette's TestClient): what the route adds to the stream."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from starlette.testclient import TestClient
+
+from service.app import create_app
+from tests.api.helpers import RATE, settings_for
+from tests.checkpoints import speech_like
+
+
+def audio_seconds(client: TestClient, model: str) -> float:
+    text = client.get("/metrics").text
+    found = re.search(rf'^w2v_audio_seconds_total{{model="{model}"}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_streamed_audio_is_counted_as_processed_audio(checkpoints):
+    settings = settings_for(checkpoints, ["asr"])
+    pcm = (speech_like(1.5) * 32767).astype("<i2").tobytes()
+    with TestClient(create_app(settings)) as client:
+        before = audio_seconds(client, "asr")
+        with client.websocket_connect("/v1/stream") as ws:
+            ws.send_json({"type": "start", "sample_rate": RATE // 2})  # 8 kHz: 3 s of audio
+            assert ws.receive_json()["type"] == "ready"
+            for i in range(0, len(pcm), 3000):  # frames split mid-sample, too
+                ws.send_bytes(pcm[i : i + 3000])
+            ws.send_json({"type": "stop"})
+            while (message := ws.receive_json())["type"] != "end":
+                assert message["type"] in ("partial", "final")
+        assert message["duration"] == 3.0
+        assert np.isclose(audio_seconds(client, "asr") - before, 3.0)
