@@ -6,12 +6,16 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from service.audio import encode_wav
+from service import cli
+from service.audio import decode_audio, encode_wav
+from service.engine import Engine
+from service.wav2vec2.loading import load_model
 from tests.checkpoints import speech_like
 
 
@@ -46,6 +50,7 @@ def files(tmp_path):
     return good, stereo, [tmp_path / n for n in bad] + [nan]
 
 
+@pytest.mark.slow  # a `python -m service` process: torch imports take seconds
 def test_bad_files_get_an_error_line_each_and_the_rest_succeed(checkpoints, files):
     good, stereo, bad = files
     paths = [str(good), *map(str, bad), str(stereo)]
@@ -66,6 +71,7 @@ def test_bad_files_get_an_error_line_each_and_the_rest_succeed(checkpoints, file
     assert lines[-1]["duration"] == pytest.approx(1.2, abs=1e-3)
 
 
+@pytest.mark.slow  # a `python -m service` process: torch imports take seconds
 def test_task_auto_env_model_and_output_file(checkpoints, files, tmp_path):
     good, _, _ = files
     out = tmp_path / "results.jsonl"
@@ -77,6 +83,7 @@ def test_task_auto_env_model_and_output_file(checkpoints, files, tmp_path):
     assert len(line["embedding"]) == 20
 
 
+@pytest.mark.slow  # a `python -m service` process: torch imports take seconds
 def test_classify_top_k(checkpoints, files):
     good, _, _ = files
     result = run_predict(
@@ -87,8 +94,34 @@ def test_classify_top_k(checkpoints, files):
     assert line["labels"][0]["score"] >= line["labels"][1]["score"]
 
 
+@pytest.mark.slow  # a `python -m service` process: torch imports take seconds
 def test_unloadable_model_is_one_clear_line(tmp_path, files):
     good, _, _ = files
     result = run_predict("--model", str(tmp_path), str(good))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "no config.json" in result.stderr
+
+
+def test_predict_in_process_batches_windows_and_keeps_input_order(checkpoints, tmp_path, capsys):
+    """Clips of several windows, in groups of 2 and forward passes of similar lengths: each
+    line equals the file run alone, in input order, with the unreadable file in its place."""
+    ckpt = str(checkpoints("ctc-group"))
+    paths = []
+    for i, seconds in enumerate([9.0, 1.0, 5.5, 2.0]):
+        path = tmp_path / f"clip{i}.wav"
+        path.write_bytes(encode_wav(speech_like(seconds, seed=i), 16_000))
+        paths.append(str(path))
+    paths.insert(2, str(tmp_path / "missing.wav"))
+    flags = ["--model", ckpt, "--max-batch-size", "2", "--chunk-seconds", "4"]
+    code = cli.main(["predict", "--no-progress", *flags, "--stride-seconds", "1", *paths])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 1 and [line["file"] for line in lines] == paths
+    assert lines[2]["error"]["code"] == "unreadable_file"
+    engine = Engine(load_model(ckpt, device="cpu"), chunk_seconds=4, stride_seconds=1)
+    for path, line in zip(paths, lines):
+        if "error" in line:
+            continue
+        data = Path(path).read_bytes()
+        audio = decode_audio(data, 16_000, max_seconds=60, min_samples=400)
+        alone = engine.predict(audio.samples, audio.duration)
+        assert line == {"file": path, **alone.model_dump(exclude_none=True)}

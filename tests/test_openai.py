@@ -129,6 +129,7 @@ def transcribe(client: openai.OpenAI, wav: Path, **kw):
         return client.audio.transcriptions.create(file=f, **{"model": "tiny", **kw})
 
 
+@pytest.mark.slow  # the official client against `python -m service serve`
 def test_json_and_text_match_transcribe(client, wav, reference) -> None:
     assert reference["words"], "the tiny model should give some words for speech-like noise"
     assert transcribe(client, wav).text == reference["text"]
@@ -139,6 +140,7 @@ def test_json_and_text_match_transcribe(client, wav, reference) -> None:
     assert transcribe(client, wav, response_format="text") == reference["text"] + "\n"
 
 
+@pytest.mark.slow  # the official client against `python -m service serve`
 def test_verbose_json_words_and_segments(client, wav, reference) -> None:
     v = transcribe(
         client, wav, response_format="verbose_json", timestamp_granularities=["word", "segment"]
@@ -154,6 +156,7 @@ def test_verbose_json_words_and_segments(client, wav, reference) -> None:
     assert default.words is None and default.segments == v.segments
 
 
+@pytest.mark.slow  # the official client against `python -m service serve`
 @pytest.mark.parametrize("fmt", ["srt", "vtt"])
 def test_subtitles_parse_and_stay_inside_the_clip(client, wav, reference, fmt) -> None:
     body = transcribe(client, wav, response_format=fmt)
@@ -178,6 +181,7 @@ def test_subtitles_parse_and_stay_inside_the_clip(client, wav, reference, fmt) -
     assert " ".join(c[-1] for c in cues) == " ".join(w["word"] for w in reference["words"])
 
 
+@pytest.mark.slow  # the official client against `python -m service serve`
 def test_errors_reach_the_client_as_its_exceptions(server, client, wav) -> None:
     short = io.BytesIO()
     sf.write(short, speech_like(0.01), 16_000, format="WAV")  # fewer samples than one frame
@@ -195,6 +199,7 @@ def test_errors_reach_the_client_as_its_exceptions(server, client, wav) -> None:
         transcribe(wrong, wav)
 
 
+@pytest.mark.slow  # the official client against `python -m service serve`
 def test_error_body_and_timing_headers(server, wav) -> None:
     auth = {"Authorization": f"Bearer {KEY}"}
     url = f"{server}/v1/audio/transcriptions"

@@ -11,12 +11,16 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import soxr
 
 from service.settings import Settings
 from tests.conftest import require_tool
 from tests.test_stream_ws import HAVE_DEMO, SENTENCES, LiveServer, edit_rate, model_spec, synthesize
+
+# Chromium against a real uvicorn.
+pytestmark = pytest.mark.slow
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 

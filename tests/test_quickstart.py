@@ -19,6 +19,9 @@ from tests.conftest import free_port, require_tool, wait_ready
 from tests.test_demo_model import MAX_CER, SPOKEN_COMMANDS, UNSEEN, command_clip, espeak
 from training.text import edit_distance
 
+# A real server on the demo models, the README's curl and the CLI.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT = 120
 # As on a fresh machine: no W2V_ settings from the shell running the tests.

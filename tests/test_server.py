@@ -18,6 +18,9 @@ import soundfile as sf
 from tests.checkpoints import speech_like
 from tests.conftest import free_port, wait_ready
 
+# Every test here starts `python -m service serve` and signals it.
+pytestmark = pytest.mark.slow
+
 # `python -m service ...` with every forward pass slowed by BATCH_DELAY seconds, so requests
 # are reliably in flight when the signal arrives (a tiny model answers in milliseconds).
 SLOW_SERVICE = """

@@ -31,6 +31,9 @@ from service.settings import Settings
 from tests.conftest import require_tool
 from training.text import edit_distance
 
+# Every test here streams to a real uvicorn on 127.0.0.1.
+pytestmark = pytest.mark.slow
+
 DEMO = Path(__file__).resolve().parent.parent / "service" / "models" / "demo-ctc"
 HAVE_DEMO = (DEMO / "config.json").exists()
 SENTENCES = (

@@ -68,6 +68,7 @@ async def test_each_task_endpoint(served, clips):
     assert scores == sorted(scores, reverse=True)
 
 
+@pytest.mark.slow  # four `python -m service predict` processes
 async def test_rest_equals_cli(served, clips, checkpoints):
     """The same files through REST and `python -m service predict` give the same Predictions."""
     files = [str(clips[n]) for n in ("short", "mid", "long")]
