@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -10,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from service.batcher import STREAM_PRIORITY, Batcher, BatchObserver, padded_cost
+from service.batcher import STREAM_PRIORITY, Batcher, BatchObserver
+from service.cost import fill_batches, padded_cost
 from service.errors import (
     AudioError,
     InferenceError,
@@ -284,3 +286,29 @@ async def test_timings_and_observer(make: Any) -> None:
     await until(lambda: ("queue", (0, 0)) in events[-1:])
     assert ("started", (2, 14)) in events and ("finished", (2, None)) in events
     assert ("queue", (1, 5)) in events and ("queue", (2, 12)) in events
+
+
+# ---- service/cost.py: padded-cost batching shared by the batcher and the CLI ----
+
+
+def test_fill_batches_bounds_cost_and_size_in_ascending_order():
+    rng = random.Random(0)
+    for _ in range(200):
+        costs = [rng.randint(1, 120) for _ in range(rng.randint(0, 30))]
+        max_size = rng.choice([None, 1, 3, 8])
+        batches = fill_batches(costs, 100, max_size)
+        flat = [i for b in batches for i in b]
+        assert sorted(flat) == list(range(len(costs)))  # every index once
+        assert [costs[i] for i in flat] == sorted(costs)  # ascending cost order
+        for b in batches:
+            assert len(b) == 1 or padded_cost([costs[i] for i in b]) <= 100
+            assert max_size is None or len(b) <= max_size
+        # Greedy: a batch closes only because the next item would not fit.
+        for b, nxt in zip(batches, batches[1:]):
+            grown = padded_cost([costs[i] for i in [*b, nxt[0]]])
+            assert grown > 100 or (max_size is not None and len(b) == max_size)
+
+
+def test_an_item_over_the_cost_limit_is_its_own_batch():
+    assert fill_batches([50, 500, 10, 40], 100) == [[2, 3], [0], [1]]
+    assert padded_cost([]) == 0 and padded_cost([3, 7, 5]) == 21
