@@ -86,7 +86,6 @@ class Settings(BaseSettings):
 
 MODELS_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL_NAME = "demo-ctc"
-DEFAULT_MODEL = MODELS_DIR / DEFAULT_MODEL_NAME
 # Served when no --model is given: speech recognition, and the spoken-command classifier so
 # that /v1/classify has a real default too (where the package carries it).
 DEFAULT_MODEL_NAMES = (DEFAULT_MODEL_NAME, "demo-commands")
