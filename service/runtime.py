@@ -62,10 +62,10 @@ class ServedModel:
         self.task = loaded.task
         self.sampling_rate = loaded.sampling_rate
         self.min_samples = loaded.min_samples
-        self.engine = Engine(loaded, settings.chunk_seconds, settings.stride_seconds)
-        # Tests wrap batcher.run_batch to slow or fail batches; nothing else reaches in.
-        self.batcher: Batcher[np.ndarray, np.ndarray] = Batcher(
-            run_batch=self.engine.run_batch,
+        self._engine = Engine(loaded, settings.chunk_seconds, settings.stride_seconds)
+        # Fault-injection tests wrap _batcher.run_batch; nothing outside this class reaches in.
+        self._batcher: Batcher[np.ndarray, np.ndarray] = Batcher(
+            run_batch=self._engine.run_batch,
             max_batch_size=settings.max_batch_size,
             max_batch_cost=settings.max_batch_samples,
             max_wait_ms=settings.max_wait_ms,
@@ -96,14 +96,14 @@ class ServedModel:
     # ---- lifecycle ----
 
     def warmup(self) -> None:
-        self.engine.warmup()
+        self._engine.warmup()
 
     def start(self) -> None:
         """Start the batcher on the running loop."""
-        self.batcher.start()
+        self._batcher.start()
 
     async def stop(self, drain_timeout: float) -> None:
-        await self.batcher.stop(drain_timeout)
+        await self._batcher.stop(drain_timeout)
 
     # ---- requests ----
 
@@ -116,10 +116,10 @@ class ServedModel:
         priority: int = DEFAULT_PRIORITY,
     ) -> Timed[Prediction]:
         """Windows of one clip through the shared batcher, then one Prediction."""
-        plan = self.engine.plan(len(samples))
+        plan = self._engine.plan(len(samples))
         windows = [
             asyncio.ensure_future(
-                self.batcher.submit_timed(
+                self._batcher.submit_timed(
                     samples[w.start : w.end],
                     w.end - w.start,
                     priority=priority,
@@ -136,7 +136,7 @@ class ServedModel:
             for w in windows:
                 w.cancel()
             raise
-        prediction = self.engine.finish(plan, [t.result for t in timed], duration, options)
+        prediction = self._engine.finish(plan, [t.result for t in timed], duration, options)
         metrics.AUDIO_SECONDS.labels(self.name).inc(duration)
         # Windows were queued together: queue = until the first started, inference = the rest.
         first = min(t.queue_time for t in timed)
@@ -148,18 +148,18 @@ class ServedModel:
     ) -> list[Prediction]:
         """Clips without the queue (the CLI): windows of similar length share forward passes
         within the batch limits; results in input order."""
-        plans = [self.engine.plan(len(a.samples)) for a in clips]
+        plans = [self._engine.plan(len(a.samples)) for a in clips]
         jobs: list[tuple[int, Window]] = [(i, w) for i, plan in enumerate(plans) for w in plan]
         windows = [clips[i].samples[w.start : w.end] for i, w in jobs]
         outputs: list[np.ndarray] = [np.zeros(0)] * len(windows)
         s = self._settings
         for batch in fill_batches([len(x) for x in windows], s.max_batch_samples, s.max_batch_size):
-            for j, out in zip(batch, self.engine.run_batch([windows[j] for j in batch])):
+            for j, out in zip(batch, self._engine.run_batch([windows[j] for j in batch])):
                 outputs[j] = out
         predictions, pos = [], 0
         for audio, plan in zip(clips, plans):
             part, pos = outputs[pos : pos + len(plan)], pos + len(plan)
-            predictions.append(self.engine.finish(plan, part, audio.duration, options))
+            predictions.append(self._engine.finish(plan, part, audio.duration, options))
         return predictions
 
     def open_stream(self, encoding: str, sample_rate: int, interim: bool = True) -> LiveStream:
@@ -180,7 +180,7 @@ class ServedModel:
         pcm = PcmDecoder(encoding, sample_rate, self.sampling_rate)
 
         async def infer(window: np.ndarray) -> np.ndarray:
-            return await self.batcher.submit(
+            return await self._batcher.submit(
                 window, len(window), priority=STREAM_PRIORITY, timeout=s.request_timeout
             )
 

@@ -1,25 +1,10 @@
 """WebSocket /v1/stream: streaming transcription (docs/api.md, "Streaming transcription").
 
-This module owns the protocol: message parsing, the one table from error to close code, and
-the session loop; the served model's LiveStream does the audio and the transcription.
-
-Protocol decisions the contract leaves open:
-- The start frame is optional: binary audio as the first frame is 16 kHz pcm_s16le with the
-  first transcription model, and `ready` is sent before that audio is processed. A start frame
-  after audio, or a second start, is a protocol error (`unexpected_start`).
-- A `stop` as the first frame ends an empty stream: `end`, close 1000.
-- Errors: an `error` message, then close 1008 (bad JSON, unknown message, bad start field,
-  wrong encoding, non-finite samples, unknown model, no API key, idle timeout), 1009 (a frame
-  over stream_max_frame_bytes), 1013 (too many streams, not ready or draining, queue full),
-  1011 (the server's own fault, logged). A client that just goes away is not an error.
-- Idle timeout (no frame for stream_idle_timeout s): the finals of the audio received so far
-  are sent, then `error` code idle_timeout, then close 1008.
-- Drain (SIGTERM): an open stream gets the finals of all audio received, then `error` code
-  server_draining and close 1012 (service restart), so the client reconnects to another pod
-  instead of holding the drain until its timeout.
-- Back-pressure: the next frame is read only after every full chunk has run, so a client that
-  sends faster than the model keeps up waits in TCP, and a stream holds at most one frame plus
-  one window of unprocessed audio.
+This module owns the protocol: message parsing, the session loop (optional start, binary audio,
+stop; idle timeout; finals before a drain's 1012) and the one table from error to close code.
+The served model's LiveStream does the audio and the transcription. Back-pressure: the next
+frame is read only after every full chunk has run, so a client that sends faster than the model
+keeps up waits in TCP, and a stream holds at most one frame plus one window of unprocessed audio.
 """
 
 from __future__ import annotations

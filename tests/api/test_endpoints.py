@@ -237,7 +237,7 @@ async def test_body_forms(served, clips):
 async def test_concurrent_requests_share_a_batch_and_match_alone(served):
     runtime = served.runtime("asr")
     sizes: list[int] = []
-    original = runtime.batcher.run_batch
+    original = runtime._batcher.run_batch
 
     def recording(clips):
         sizes.append(len(clips))
@@ -245,7 +245,7 @@ async def test_concurrent_requests_share_a_batch_and_match_alone(served):
         return original(clips)
 
     bodies = [wav(speech_like(0.8 + 0.3 * i, seed=10 + i)) for i in range(6)]
-    runtime.batcher.run_batch = recording
+    runtime._batcher.run_batch = recording
     try:
         together = await asyncio.wait_for(
             asyncio.gather(
@@ -268,7 +268,7 @@ async def test_concurrent_requests_share_a_batch_and_match_alone(served):
         ]
         assert sizes == [1] * len(bodies)
     finally:
-        runtime.batcher.run_batch = original
+        runtime._batcher.run_batch = original
     for t, a in zip(together, alone):
         assert t.status_code == a.status_code == 200
         assert_close(t.json(), a.json())

@@ -33,7 +33,7 @@ def slowed(
 ) -> list[int]:
     """Make the runtime's batches take `seconds` and raise where fail(batch number); returns
     the sizes of the batches run."""
-    original = runtime.batcher.run_batch
+    original = runtime._batcher.run_batch
     sizes: list[int] = []
 
     def run(clips):
@@ -43,7 +43,7 @@ def slowed(
             raise RuntimeError("injected fault")
         return original(clips)
 
-    runtime.batcher.run_batch = run
+    runtime._batcher.run_batch = run
     return sizes
 
 
