@@ -100,8 +100,8 @@ async def streamed(
     step = int(FRAME_SECONDS * SAMPLE_RATE)
     for i in range(0, len(x), step):
         stream.feed(x[i : i + step])
-        finals += [m["text"] for m in await stream.advance() if m["type"] == "final"]
-    finals += [m["text"] for m in await stream.finish() if m["type"] == "final"]
+        finals += [m.text for m in await stream.advance() if m.type == "final"]
+    finals += [m.text for m in await stream.finish() if m.type == "final"]
     return " ".join(finals), spent
 
 

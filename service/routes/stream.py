@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.types import Message
 
+from service.audio import MAX_RATE, MIN_RATE
 from service.errors import (
     BadFieldError,
     ServiceError,
@@ -38,7 +39,6 @@ router = APIRouter(tags=["streaming"])
 log = logging.getLogger(__name__)
 MAX_TEXT_BYTES = 64 * 1024
 ENCODINGS = ("pcm_s16le", "pcm_f32le")  # what the stream takes (REST raw bodies take more)
-MIN_RATE, MAX_RATE = 1_000, 384_000
 
 # WebSocket close codes (RFC 6455 and IANA's registry).
 NORMAL, POLICY, TOO_BIG, INTERNAL, RESTART, TRY_LATER = 1000, 1008, 1009, 1011, 1012, 1013
