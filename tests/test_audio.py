@@ -15,7 +15,7 @@ import soundfile as sf
 import soxr
 
 from service import audio
-from service.audio import decode_audio, decode_pcm, encode_wav
+from service.audio import PcmDecoder, decode_audio, decode_pcm, encode_wav
 from service.errors import (
     AudioError,
     BadFieldError,
@@ -269,3 +269,25 @@ def test_encode_wav_round_trip() -> None:
     x = tone(0.5, 22_050)[:, 0]
     a = decode_audio(encode_wav(x, 22_050), 22_050, max_seconds=1.0, min_samples=1)
     np.testing.assert_allclose(a.samples, x, atol=1 / 32768)
+
+
+def test_pcm_decoder_holds_back_split_samples_and_resamples_as_a_stream():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(48_000) * 3000).astype("<i2")
+    data = x.tobytes()
+    decoder = PcmDecoder("pcm_s16le", 16_000, 16_000)
+    cuts = [0, 1, 2, 7, 1001, 5000, len(data)]
+    out = np.concatenate([decoder.decode(data[a:b]) for a, b in zip(cuts, cuts[1:])])
+    np.testing.assert_array_equal(out, x.astype(np.float32) / 32768)
+
+    y = rng.standard_normal(48_000).astype("<f4")
+    decoder = PcmDecoder("pcm_f32le", 48_000, 16_000)
+    raw = y.tobytes()
+    parts = [decoder.decode(raw[i : i + 4099]) for i in range(0, len(raw), 4099)]
+    out = np.concatenate([*parts, decoder.flush()])
+    np.testing.assert_allclose(out, soxr.resample(y, 48_000, 16_000, quality="HQ"), atol=1e-4)
+
+    bad = np.array([0.0, np.nan], "<f4").tobytes()
+    with pytest.raises(AudioError) as err:
+        PcmDecoder("pcm_f32le", 16_000, 16_000).decode(bad)
+    assert err.value.code == "non_finite_audio"

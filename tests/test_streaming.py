@@ -8,17 +8,11 @@ and the offline decode is a stitching, alignment or segmentation bug, not the mo
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 
 import numpy as np
 import pytest
-import soxr
 
-from service.audio import PcmDecoder
-from service.errors import AudioError, ServiceError
-from service.routes.stream import StartRequest, close_code, parse_control, parse_start
-from service.schemas import ErrorMessage
 from service.streaming import Stream, Windowing
 from service.wav2vec2.tokenizer import CTCTokenizer
 from tests.checkpoints import VOCAB
@@ -173,52 +167,3 @@ async def test_silence_and_tiny_streams_give_no_finals():
     assert await run(make_stream(windowing()), np.zeros(48_000, np.float32), [999] * 40) == []
     assert await make_stream(windowing()).finish() == []
     assert await run(make_stream(windowing()), np.zeros(100, np.float32), []) == []
-
-
-def test_pcm_decoder_holds_back_split_samples_and_resamples_as_a_stream():
-    rng = np.random.default_rng(0)
-    x = (rng.standard_normal(48_000) * 3000).astype("<i2")
-    data = x.tobytes()
-    decoder = PcmDecoder("pcm_s16le", 16_000, 16_000)
-    cuts = [0, 1, 2, 7, 1001, 5000, len(data)]
-    out = np.concatenate([decoder.decode(data[a:b]) for a, b in zip(cuts, cuts[1:])])
-    np.testing.assert_array_equal(out, x.astype(np.float32) / 32768)
-
-    y = rng.standard_normal(48_000).astype("<f4")
-    decoder = PcmDecoder("pcm_f32le", 48_000, 16_000)
-    raw = y.tobytes()
-    parts = [decoder.decode(raw[i : i + 4099]) for i in range(0, len(raw), 4099)]
-    out = np.concatenate([*parts, decoder.flush()])
-    np.testing.assert_allclose(out, soxr.resample(y, 48_000, 16_000, quality="HQ"), atol=1e-4)
-
-    bad = np.array([0.0, np.nan], "<f4").tobytes()
-    with pytest.raises(AudioError) as err:
-        PcmDecoder("pcm_f32le", 16_000, 16_000).decode(bad)
-    assert err.value.code == "non_finite_audio"
-
-
-@pytest.mark.parametrize(
-    "text, code",
-    [
-        ("{not json", "invalid_json"),
-        ("[1, 2]", "invalid_message"),
-        ('{"type": 3}', "invalid_message"),
-        ('{"type": "start", "encoding": "mp3"}', "invalid_encoding"),
-        ('{"type": "start", "sample_rate": 12.5}', "invalid_sample_rate"),
-        ('{"type": "start", "sample_rate": 100}', "invalid_sample_rate"),
-        ('{"type": "start", "interim_results": "yes"}', "invalid_field"),
-    ],
-)
-def test_bad_control_frames_are_policy_errors(text, code):
-    with pytest.raises(ServiceError) as err:
-        parse_start(parse_control(text))
-    assert (err.value.code, close_code(err.value)) == (code, 1008)
-    assert json.dumps(ErrorMessage(**err.value.body()["error"]).model_dump())
-
-
-def test_start_defaults_match_the_contract():
-    assert parse_start(parse_control('{"type": "start"}')) == StartRequest()
-    start = parse_start(
-        {"type": "start", "sample_rate": 44_100, "encoding": "pcm_f32le", "model": "m"}
-    )
-    assert (start.sample_rate, start.encoding, start.model) == (44_100, "pcm_f32le", "m")

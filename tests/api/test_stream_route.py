@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
+import pytest
 from starlette.testclient import TestClient
 
 from service.app import create_app
+from service.errors import ServiceError
+from service.routes.stream import StartRequest, close_code, parse_control, parse_start
+from service.schemas import ErrorMessage
 from tests.api.helpers import RATE, settings_for
 from tests.checkpoints import speech_like
 
@@ -33,3 +38,30 @@ def test_streamed_audio_is_counted_as_processed_audio(checkpoints):
                 assert message["type"] in ("partial", "final")
         assert message["duration"] == 3.0
         assert np.isclose(audio_seconds(client, "asr") - before, 3.0)
+
+
+@pytest.mark.parametrize(
+    "text, code",
+    [
+        ("{not json", "invalid_json"),
+        ("[1, 2]", "invalid_message"),
+        ('{"type": 3}', "invalid_message"),
+        ('{"type": "start", "encoding": "mp3"}', "invalid_encoding"),
+        ('{"type": "start", "sample_rate": 12.5}', "invalid_sample_rate"),
+        ('{"type": "start", "sample_rate": 100}', "invalid_sample_rate"),
+        ('{"type": "start", "interim_results": "yes"}', "invalid_field"),
+    ],
+)
+def test_bad_control_frames_are_policy_errors(text, code):
+    with pytest.raises(ServiceError) as err:
+        parse_start(parse_control(text))
+    assert (err.value.code, close_code(err.value)) == (code, 1008)
+    assert json.dumps(ErrorMessage(**err.value.body()["error"]).model_dump())
+
+
+def test_start_defaults_match_the_contract():
+    assert parse_start(parse_control('{"type": "start"}')) == StartRequest()
+    start = parse_start(
+        {"type": "start", "sample_rate": 44_100, "encoding": "pcm_f32le", "model": "m"}
+    )
+    assert (start.sample_rate, start.encoding, start.model) == (44_100, "pcm_f32le", "m")
