@@ -95,25 +95,37 @@ def logits_of(model, samples: np.ndarray) -> np.ndarray:
         return model.model([torch.from_numpy(model.features(samples))]).data.float().numpy()
 
 
-def boundary_errors(model, cases=SPOKEN, *, drop: bool = False, star: bool = False) -> dict:
-    """Start and end errors (s) of every aligned word against the known boundaries; with
-    `drop`, the text lacks one middle word of each sentence (still spoken, not scored)."""
-    errors: list[float] = []
+def synthesised(model, cases=SPOKEN) -> list[tuple[list[str], np.ndarray, list]]:
+    """(words, demo logits, known (start, end) s of each word) of each spoken case."""
+    out = []
     for n, (text, *voice) in enumerate(cases):
         words = text.split()
         x, bounds = spoken_words(words, *voice, seed=n)
+        out.append((words, logits_of(model, x), bounds))
+    return out
+
+
+def boundary_errors(model, spoken: list, *, drop: bool = False, star: bool = False) -> dict:
+    """Start and end errors (s) of every aligned word of `spoken` (from synthesised) against
+    the known boundaries; with `drop`, the text lacks one middle word of each sentence (still
+    spoken, not scored)."""
+    starts: list[float] = []  # signed: aligned - known
+    ends: list[float] = []
+    for words, logits, bounds in spoken:
         keep = list(range(len(words)))
         if drop and len(words) > 2:
             keep.remove(len(words) // 2)
-        result = align(logits_of(model, x), " ".join(words[i] for i in keep), model.tokenizer,
-                       star=star)
+        result = align(logits, " ".join(words[i] for i in keep), model.tokenizer, star=star)
         fs = model.frame_seconds
         for word, i in zip(result.words, keep):
             start, end = bounds[i]
-            errors += [abs(word.start * fs - start), abs(word.end * fs - end)]
-    e = np.array(errors)
+            starts.append(word.start * fs - start)
+            ends.append(word.end * fs - end)
+    e = np.abs(starts + ends)
     return dict(boundaries=len(e), mean_s=float(e.mean()), p90_s=float(np.percentile(e, 90)),
-                max_s=float(e.max()))
+                max_s=float(e.max()), start_bias_s=float(np.mean(starts)),
+                end_bias_s=float(np.mean(ends)), start_mean_s=float(np.abs(starts).mean()),
+                end_mean_s=float(np.abs(ends).mean()))
 
 
 # ---- random inputs of the right shape ----------------------------------------------------
@@ -211,10 +223,11 @@ def boundaries() -> dict:
     from service.wav2vec2.loading import load_model
 
     model = load_model(str(DEMO), device="cpu", dtype="float32")
-    rep = dict(matching_text=boundary_errors(model),
-               missing_word_plain=boundary_errors(model, drop=True),
-               missing_word_star=boundary_errors(model, drop=True, star=True),
-               matching_text_star=boundary_errors(model, star=True))
+    spoken = synthesised(model)
+    rep = dict(matching_text=boundary_errors(model, spoken),
+               missing_word_plain=boundary_errors(model, spoken, drop=True),
+               missing_word_star=boundary_errors(model, spoken, drop=True, star=True),
+               matching_text_star=boundary_errors(model, spoken, star=True))
     for name, row in rep.items():
         print(f"boundaries {name}: {row}", flush=True)
     return rep
@@ -223,7 +236,7 @@ def boundaries() -> dict:
 def to_markdown(rep: dict) -> str:
     lines = []
     if "memory" in rep:
-        lines += ["| audio | frames | states | align() s | RSS before -> peak MB | traced peak MB |",
+        lines += ["| audio | frames | states | align() s | RSS before -> peak MB | traced MB |",
                   "|---|---|---|---|---|---|"]
         lines += [f"| {r['minutes']} min | {r['frames']:,} | {r['states']:,} | "
                   f"{r['seconds']:.1f} | {r['rss_before_mb']:.0f} -> {r['rss_peak_mb']:.0f} | "
@@ -231,9 +244,12 @@ def to_markdown(rep: dict) -> str:
     if "speed" in rep:
         lines += ["", *(f"- {k}: {v:.1f}" for k, v in rep["speed"].items())]
     if "boundaries" in rep:
-        lines += ["", "| boundaries | n | mean ms | p90 ms | max ms |", "|---|---|---|---|---|"]
+        lines += ["", "| boundaries | n | mean ms | p90 ms | max ms | starts: mean, bias ms | "
+                  "ends: mean, bias ms |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {k} | {r['boundaries']} | {1000 * r['mean_s']:.0f} | "
-                  f"{1000 * r['p90_s']:.0f} | {1000 * r['max_s']:.0f} |"
+                  f"{1000 * r['p90_s']:.0f} | {1000 * r['max_s']:.0f} | "
+                  f"{1000 * r['start_mean_s']:.0f}, {1000 * r['start_bias_s']:+.0f} | "
+                  f"{1000 * r['end_mean_s']:.0f}, {1000 * r['end_bias_s']:+.0f} |"
                   for k, r in rep["boundaries"].items()]
     return "\n".join(lines)
 

@@ -7,7 +7,7 @@ import pytest
 
 from service.align import AlignmentImpossibleError, EmptyTextError, align
 from service.align.text import WILDCARD, AlignVocab, normalise
-from service.errors import ServiceError
+from service.errors import ModelError, ServiceError
 from service.wav2vec2.tokenizer import CTCTokenizer
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ'"
@@ -131,6 +131,11 @@ def test_too_few_frames_is_refused_with_both_numbers(
     )
     assert f"{needed} frames" in e.message and f"has {frames}" in e.message
     align(np.zeros((needed, len(VOCAB)), np.float32), text, UPPER)  # one more frame is enough
+
+
+def test_a_vocabulary_without_the_blank_is_a_model_error() -> None:
+    with pytest.raises(ModelError, match="blank"):
+        align(np.zeros((5, 3), np.float32), "a", CTCTokenizer({"A": 0, "|": 1, "B": 2}))
 
 
 @pytest.mark.parametrize("bad", [np.zeros((5,)), np.full((5, len(VOCAB)), np.nan)])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 
+from service.errors import ModelError
 from service.wav2vec2.tokenizer import CTCTokenizer
 
 WILDCARD = -1
@@ -51,7 +52,7 @@ class AlignVocab:
         """The vocabulary of `tokenizer` for emissions of `width` columns."""
         ids = {t: i for i, t in sorted(tokenizer.id_to_token.items()) if 0 <= i < width}
         if tokenizer.pad_token not in ids:
-            raise ValueError(f"the CTC blank {tokenizer.pad_token!r} has no column in {width}")
+            raise ModelError(f"the CTC blank {tokenizer.pad_token!r} has no logit among {width}")
         blank = ids[tokenizer.pad_token]
         delim_text = tokenizer.word_delimiter_token
         delimiter = ids.get(delim_text) if delim_text else None
