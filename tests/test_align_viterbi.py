@@ -167,13 +167,14 @@ def full_table_path(scores: np.ndarray, labels: np.ndarray, skip: np.ndarray) ->
 
 
 @pytest.mark.parametrize("star", [False, True])
-def test_checkpointed_path_equals_the_full_table(star: bool) -> None:
+@pytest.mark.parametrize("spare", [0, 3, 200])  # frames beyond the fewest the text needs
+def test_checkpointed_path_equals_the_full_table(star: bool, spare: int) -> None:
     rng = np.random.default_rng(7)
     words = ["".join(rng.choice(list("ABCD1"), size=rng.integers(1, 5))) for _ in range(12)]
     text = " ".join(words)
     trellis = build(normalise(text, AlignVocab.from_tokenizer(TOKENIZER, V)), BLANK, DELIM, V,
                     star=star)
-    frames = 3 * trellis.needed_frames
+    frames = trellis.needed_frames + spare
     logits = rng.normal(scale=4, size=(frames, V)).astype(np.float32)
     scores = emissions(logits, BLANK, 2.0)
     expected = full_table_path(scores, trellis.labels, trellis.skip)
