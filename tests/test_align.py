@@ -31,6 +31,8 @@ def test_do_lower_case_upper_cases_the_text_and_answers_in_lower_case() -> None:
     """transformers' Wav2Vec2CTCTokenizer._tokenize upper-cases; decode lower-cases."""
     tokenizer = CTCTokenizer(VOCAB, do_lower_case=True)
     assert words_of("Hi", tokenizer) == [("hi", [12, 13])]
+    result = align(peaky("hi"), "Hi", tokenizer)
+    assert [c.char for c in result.chars] == ["h", "i"] and result.words[0].word == "hi"
 
 
 def test_unknown_characters_become_one_wildcard_per_run_and_stay_in_the_word() -> None:

@@ -27,7 +27,8 @@ WILDCARD = -1
 @dataclass(frozen=True)
 class Token:
     id: int  # vocabulary id, or WILDCARD
-    text: str  # the character it stands for (the run of characters for a WILDCARD)
+    text: str  # as answered: the vocabulary's character (lower case when do_lower_case), or
+    # the run of characters a WILDCARD stands for, as typed
 
 
 @dataclass(frozen=True)
@@ -96,5 +97,6 @@ def _word(raw: str, vocab: AlignVocab) -> TextWord:
             tokens[-1] = Token(WILDCARD, tokens[-1].text + char)
         else:
             tokens.append(Token(WILDCARD, char))
-    word = "".join(t.text for t in tokens)
-    return TextWord(word.lower() if vocab.lower_output else word, tuple(tokens))
+    if vocab.lower_output:
+        tokens = [Token(t.id, t.text.lower()) for t in tokens]
+    return TextWord("".join(t.text for t in tokens), tuple(tokens))
