@@ -48,9 +48,10 @@ def best_path(
             checkpoints.append(alpha.copy())
     path = np.empty(frames, np.int64)
     state = len(labels) - 1 if alpha[-1] >= alpha[-2] else len(labels) - 2
+    choices = np.empty((min(block, frames - 1), len(labels)), np.uint8)  # one block, reused
     for b in reversed(range(0, frames - 1, block)):
         last = min(b + block, frames - 1)
-        choices = trellis.choices(checkpoints[b // block], emissions, b + 1, last + 1)
+        trellis.choices(checkpoints[b // block], emissions, b + 1, last + 1, out=choices)
         for t in range(last, b, -1):
             path[t] = state
             state -= min(int(choices[t - b - 1, state]), 2)
@@ -100,18 +101,19 @@ class _Recursion:
         scores[even:hi:2] += blank
         scores[odd:hi:2] += frame.take(self.token_labels[odds.start:odds.stop])
 
-    def choices(self, alpha: np.ndarray, emissions: np.ndarray, start: int, stop: int
-                ) -> np.ndarray:
-        """(stop - start, S) uint8 codes of each state's best predecessor at frames
-        start..stop-1, from the scores `alpha` of frame start - 1, by the arithmetic of step:
-        code = (one on beats stay) + 2 (two on beats both); steps back = min(code, 2)."""
-        out = np.zeros((stop - start, len(alpha)), np.uint8)
+    def choices(self, alpha: np.ndarray, emissions: np.ndarray, start: int, stop: int,
+                out: np.ndarray) -> None:
+        """Rows 0..stop-start-1 of `out` (uint8, S wide): the code of each live state's best
+        predecessor at frames start..stop-1, from the scores `alpha` of frame start - 1, by the
+        arithmetic of step: code = (one on beats stay) + 2 (two on beats both); steps back =
+        min(code, 2). Codes of dead states are left as they were: no path goes through one."""
         buffers = [alpha.copy(), alpha.copy()]  # -inf above the live states, as in best_path
         beats = np.empty(len(alpha), np.uint8)
         for i, t in enumerate(range(start, stop)):
             lo, hi = self.live(t)
             a, b = max(lo, 1), max(lo, 2)
             row, best = out[i], buffers[i % 2]
+            row[lo:a] = 0
             np.greater(alpha[a - 1:hi - 1], alpha[a:hi], out=row[a:hi].view(np.bool_))
             best[lo] = alpha[lo]
             np.maximum(alpha[a:hi], alpha[a - 1:hi - 1], out=best[a:hi])
@@ -122,4 +124,3 @@ class _Recursion:
             np.maximum(best[b:hi], two, out=best[b:hi])
             self.emit(best, emissions[t], lo, hi)
             alpha = best
-        return out
