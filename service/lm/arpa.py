@@ -100,7 +100,13 @@ def _read_line(
         return section
     if section < 1:
         return section  # text before \data\ is a header comment
-    fields = line.split()
+    parts = line.split("\t")
+    if len(parts) > 1:  # prob <tab> words [<tab> backoff]: the words need no counting
+        if len(parts) > 3 or len(parts[1].split()) != section:
+            raise ValueError(f"expected {section} words, a log10 probability and maybe a backoff")
+        fields = [parts[0], *parts[1].split(), *parts[2:]]
+    else:
+        fields = line.split()
     if len(fields) not in (section + 1, section + 2):
         raise ValueError(f"expected {section} words, a log10 probability and maybe a backoff")
     ngram = tuple(fields[1 : section + 1])
