@@ -348,6 +348,7 @@ def model_card(record: dict[str, Any]) -> str:
         "weight average (EMA) exported.",
         f"- {record['minutes']:.1f} min, {record['steps']} steps on {record['machine']}; "
         f"command: `{record['command']}` ({record['started']}).",
+        *([f"- {record['note']}"] if record.get("note") else []),
         "",
     ])
 
@@ -361,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--pool", type=int, default=1_500, help="training utterances")
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto")
     p.add_argument("--examples", action="store_true", help="only write the example file")
