@@ -295,6 +295,7 @@ def model_card(record: dict[str, Any]) -> str:
         "pitch; every trial compares two different sentences at different speeds, gains and "
         "noise. Different speakers that share a variant (the same timbre, another accent) are "
         "the hard trials.",
+        *(["", record["limit"]] if record.get("limit") else []),
         "",
         "## Recipe",
         "",
