@@ -19,7 +19,7 @@ from service.audio import Audio, PcmDecoder
 from service.batcher import DEFAULT_PRIORITY, STREAM_PRIORITY, Batcher, BatchObserver, Timed
 from service.cost import fill_batches
 from service.engine import DEFAULT_OPTIONS, Engine, Window
-from service.errors import ServiceError
+from service.errors import ModelError, ServiceError
 from service.schemas import ModelCard, Options, Prediction
 from service.settings import Settings
 from service.streaming import LiveStream, Stream, windowing_for
@@ -52,6 +52,18 @@ class PrometheusObserver(BatchObserver):
             metrics.BATCH_FAILURES.labels(self.model, type(error).__name__).inc()
 
 
+DEFAULT_VERIFY_THRESHOLD = 0.7
+
+
+def verify_threshold(loaded: LoadedModel) -> float:
+    """Cosine threshold of /v1/verify: the checkpoint's `verify_threshold` (chosen where it was
+    trained, e.g. demo-speakers' equal-error point), else DEFAULT_VERIFY_THRESHOLD."""
+    value = loaded.config.extra.get("verify_threshold", DEFAULT_VERIFY_THRESHOLD)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1 <= value <= 1:
+        raise ModelError(f"{loaded.name}: config.json verify_threshold must be a number in [-1, 1]")
+    return float(value)
+
+
 class ServedModel:
     """One model as the routes and the CLI see it."""
 
@@ -62,6 +74,7 @@ class ServedModel:
         self.task = loaded.task
         self.sampling_rate = loaded.sampling_rate
         self.min_samples = loaded.min_samples
+        self.verify_threshold = verify_threshold(loaded)
         self._engine = Engine(loaded, settings.chunk_seconds, settings.stride_seconds)
         # Fault-injection tests wrap _batcher.run_batch; nothing outside this class reaches in.
         self._batcher: Batcher[np.ndarray, np.ndarray] = Batcher(
@@ -81,7 +94,10 @@ class ServedModel:
 
     def card(self) -> ModelCard:
         loaded = self._loaded
-        labels = None if self.task == "transcribe" else list(loaded.config.id2label.values())
+        # An XVector's id2label names the rows of its training objective, not outputs.
+        labels = (
+            None if self.task in ("transcribe", "embed") else list(loaded.config.id2label.values())
+        )
         return ModelCard(
             id=self.name,
             task=self.task,  # type: ignore[arg-type]

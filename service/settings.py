@@ -67,7 +67,8 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     drain_timeout: float = Field(30.0, ge=0)
-    verify_threshold: float = Field(0.7, ge=-1, le=1)
+    # None: each model's own `verify_threshold` (config.json), else 0.7.
+    verify_threshold: float | None = Field(None, ge=-1, le=1)
 
     _split = field_validator("model", "api_keys", "cors_origins", mode="before")(_split_csv)
 
@@ -86,9 +87,10 @@ class Settings(BaseSettings):
 
 MODELS_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL_NAME = "demo-ctc"
-# Served when no --model is given: speech recognition, and the spoken-command classifier so
-# that /v1/classify has a real default too (where the package carries it).
-DEFAULT_MODEL_NAMES = (DEFAULT_MODEL_NAME, "demo-commands")
+# Served when no --model is given, so that every endpoint has a real default (where the package
+# carries it): speech recognition, spoken commands, speaker embeddings and voice activity.
+DEFAULT_MODEL_NAMES = (DEFAULT_MODEL_NAME, "demo-commands", "demo-speakers", "demo-vad")
+TASK_DEFAULTS = {"classify": "demo-commands", "embed": "demo-speakers", "frames": "demo-vad"}
 
 
 def default_model_specs(task: str | None = None) -> list[tuple[str, str]]:
@@ -97,7 +99,7 @@ def default_model_specs(task: str | None = None) -> list[tuple[str, str]]:
              if (MODELS_DIR / name / "config.json").is_file()]
     if task is None:
         return specs
-    wanted = "demo-commands" if task == "classify" else DEFAULT_MODEL_NAME
+    wanted = TASK_DEFAULTS.get(task, DEFAULT_MODEL_NAME)
     return [s for s in specs if s[0] == wanted] or specs[:1]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 

@@ -122,7 +122,8 @@ def test_classify_has_a_real_default(quickstart_server, tmp_path):
     require_tool("espeak-ng")
     models = httpx.get(quickstart_server + "/v1/models", timeout=10).json()["data"]
     assert {(m["id"], m["task"]) for m in models} == {
-        ("demo-ctc", "transcribe"), ("demo-commands", "classify")}
+        ("demo-ctc", "transcribe"), ("demo-commands", "classify"), ("demo-speakers", "embed"),
+        ("demo-vad", "frames")}
     paths, words = [], []
     for k, (word, *voice) in enumerate(SPOKEN_COMMANDS):
         path = tmp_path / f"command-{k}.wav"
@@ -146,3 +147,30 @@ def test_classify_has_a_real_default(quickstart_server, tmp_path):
     )
     assert cli.returncode == 0, cli.stderr
     assert [json.loads(line)["labels"][0]["label"] for line in cli.stdout.splitlines()] == words
+
+
+def test_embed_verify_and_frames_have_real_defaults(quickstart_server):
+    """No --model also serves demo-speakers and demo-vad: the README's examples answer as shown."""
+    ex = ROOT / "examples"
+
+    def post(path, **files):
+        r = httpx.post(quickstart_server + path, timeout=60,
+                       files={k: (v.name, v.read_bytes()) for k, v in files.items()})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    body = post("/v1/embed", file=ex / "voice_a1.wav")
+    assert body["model"] == "demo-speakers" and len(body["embedding"]) == 128
+    same = post("/v1/verify", file1=ex / "voice_a1.wav", file2=ex / "voice_a2.wav")
+    other = post("/v1/verify", file1=ex / "voice_a1.wav", file2=ex / "voice_b.wav")
+    assert same["same_speaker"] and not other["same_speaker"]
+    # The threshold is demo-speakers' own (config.json), chosen on its training voices.
+    config = json.loads((ROOT / "service/models/demo-speakers/config.json").read_text())
+    assert same["threshold"] == other["threshold"] == config["verify_threshold"]
+    frames = post("/v1/frames", file=ex / "speech_and_noise.wav")
+    assert frames["model"] == "demo-vad"
+    segments = frames["segments"]
+    speech = [s for s in segments if s["label"] == "speech" and s["end"] - s["start"] > 0.3]
+    # The two sentences of the example: 0.5-1.69 s and 3.49-4.33 s.
+    assert len(speech) == 2
+    assert abs(speech[0]["start"] - 0.5) < 0.15 and abs(speech[1]["end"] - 4.33) < 0.15

@@ -97,6 +97,8 @@ async def verify(request: Request, settings: SettingsDep) -> VerifyResult:
     ea, eb = np.asarray(ta.result.embedding), np.asarray(tb.result.embedding)
     score = float(ea @ eb / max(np.linalg.norm(ea) * np.linalg.norm(eb), 1e-12))
     threshold = settings.verify_threshold
+    if threshold is None:
+        threshold = model.verify_threshold
     return VerifyResult(score=score, same_speaker=score >= threshold, threshold=threshold)
 
 
