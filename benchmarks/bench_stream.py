@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python benchmarks/bench_stream.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from service.engine import Engine  # noqa: E402
 from service.streaming import Stream, windowing_for  # noqa: E402
 from service.wav2vec2.loading import LoadedModel, load_model  # noqa: E402
 from training.data import SAMPLE_RATE, espeak  # noqa: E402
@@ -73,13 +72,13 @@ def rates(ref: str, hyp: str) -> tuple[float, float]:
     return wer, cer
 
 
-def offline(engine: Engine, x: np.ndarray) -> str:
-    assert engine.loaded.tokenizer is not None
-    return engine.loaded.tokenizer.decode(engine.run_batch([x])[0].argmax(-1).tolist()).text
+def offline(loaded: LoadedModel, x: np.ndarray) -> str:
+    assert loaded.tokenizer is not None
+    return loaded.tokenizer.decode(loaded.forward([x])[0].argmax(-1).tolist()).text
 
 
 async def streamed(
-    loaded: LoadedModel, engine: Engine, x: np.ndarray, geometry: tuple[float, float, float]
+    loaded: LoadedModel, x: np.ndarray, geometry: tuple[float, float, float]
 ) -> tuple[str, float]:
     """Finals joined by spaces, and forward-pass seconds spent."""
     chunk, left, lookahead = geometry
@@ -90,7 +89,7 @@ async def streamed(
     async def infer(window: np.ndarray) -> np.ndarray:
         nonlocal spent
         t = time.perf_counter()
-        logits = engine.run_batch([window])[0]
+        logits = loaded.forward([window])[0]
         spent += time.perf_counter() - t
         return logits
 
@@ -107,11 +106,10 @@ async def streamed(
 
 def sweep(model: Path, x: np.ndarray, ref: str) -> dict:
     loaded = load_model(str(model), device="cpu", dtype="float32")
-    engine = Engine(loaded)
-    whole = offline(engine, x)
+    whole = offline(loaded, x)
     rows = []
     for geometry in GRID:
-        text, spent = asyncio.run(streamed(loaded, engine, x, geometry))
+        text, spent = asyncio.run(streamed(loaded, x, geometry))
         chunk, left, lookahead = geometry
         wer_o, cer_o = rates(whole, text)
         wer_r, cer_r = rates(ref, text)
