@@ -1,9 +1,9 @@
 """Engine: clips -> forward pass -> per-clip outputs, and long audio cut into windows.
 
 `run_batch` is what the dynamic batcher calls (a list of windows in, one numpy output per
-window out); the forward itself is `LoadedModel.forward` in the model package. `plan` and `finish` turn one clip of
-any length into windows and the windows' outputs back into one Prediction, so the CLI and the
-server share every step but the queue.
+window out); the forward itself is `LoadedModel.forward` in the model package. `plan` and
+`finish` turn one clip of any length into windows and the windows' outputs back into one
+Prediction, so the CLI and the server share every step but the queue.
 """
 
 from __future__ import annotations
