@@ -17,7 +17,6 @@ from service.errors import ModelError
 from service.wav2vec2.config import TASKS, Wav2Vec2Config
 from service.wav2vec2.features import FeatureExtractor
 from service.wav2vec2.heads import Head, build
-from service.wav2vec2.model import Packed
 from service.wav2vec2.tokenizer import CTCTokenizer
 
 log = logging.getLogger(__name__)
@@ -62,17 +61,9 @@ class LoadedModel:
         return self.config.min_samples()
 
     def forward(self, clips: list[np.ndarray]) -> list[np.ndarray]:
-        """Clips (T_i,) float32 -> the head's output per clip, float32 numpy: per-frame
-        (frames_i, C) for CTC and frame heads, (C,) for pooled heads.
-
-        Each clip is normalised over itself, all run in one padding-free forward pass, so a
-        clip's output does not depend on the rest of the batch.
-        """
-        inputs = [torch.from_numpy(self.features(c)).to(self.device, self.dtype) for c in clips]
-        with torch.inference_mode():
-            out = self.model(inputs)
-        parts = out.split() if isinstance(out, Packed) else list(out)
-        return [p.float().cpu().numpy() for p in parts]
+        """The batch forward (Head.infer with this checkpoint's feature extractor): clips
+        (T_i,) float32 -> one float32 numpy output per clip, independent of the batch."""
+        return self.model.infer(clips, self.features)
 
 
 def resolve(source: str) -> Path:

@@ -325,11 +325,3 @@ class Wav2Vec2Model(nn.Module):
         if self.adapter is not None:
             out = self.adapter(out)
         return out, states
-
-
-def __getattr__(name: str):  # the heads live in heads.py; old imports keep working
-    if name in ("Wav2Vec2ForCTC",):
-        from service.wav2vec2 import heads
-
-        return getattr(heads, name)
-    raise AttributeError(name)
