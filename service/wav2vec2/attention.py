@@ -16,6 +16,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -130,7 +131,7 @@ def use_kernel(model: nn.Module, kind: str) -> Iterator[str]:
 
     model: a Wav2Vec2Model or a head holding one as `.wav2vec2`.
     """
-    backbone = getattr(model, "wav2vec2", model)
+    backbone: Any = getattr(model, "wav2vec2", model)
     layers = [layer.attention for layer in backbone.encoder.layers]
     saved = backbone.attention_kind, [a.kernel for a in layers]
     try:
