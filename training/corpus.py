@@ -44,7 +44,7 @@ class Split:
 
     def samples(self, i: int) -> np.ndarray:
         """Utterance i as float32 in [-1, 1), not normalised."""
-        a = self.audio[self.shard[i]][self.offset[i]:self.offset[i] + self.length[i]]
+        a = self.audio[self.shard[i]][self.offset[i] : self.offset[i] + self.length[i]]
         return a.astype(np.float32) / 32768
 
     def clip(self, i: int) -> Tensor:

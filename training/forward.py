@@ -51,8 +51,15 @@ def ctc_loss(logits: Packed, texts: list[str]) -> Tensor:
     """Mean CTC loss per target character."""
     targets = [torch.tensor(encode(t)) for t in texts]
     log_probs = logits.padded().float().log_softmax(-1).transpose(0, 1)  # (T, B, V)
-    loss = F.ctc_loss(log_probs, torch.cat(targets), logits.lengths, [len(t) for t in targets],
-                      blank=0, reduction="sum", zero_infinity=True)
+    loss = F.ctc_loss(
+        log_probs,
+        torch.cat(targets),
+        logits.lengths,
+        [len(t) for t in targets],
+        blank=0,
+        reduction="sum",
+        zero_infinity=True,
+    )
     return loss / sum(len(t) for t in targets)
 
 
@@ -66,8 +73,13 @@ def transcribe(model: Head, clips: list[np.ndarray], budget: int) -> list[str]:
     return out
 
 
-def evaluate(model: Head, sets: dict[str, Split], n: int | None, budget: int,
-             hyps_out: list[str] | None = None) -> dict[str, dict[str, float]]:
+def evaluate(
+    model: Head,
+    sets: dict[str, Split],
+    n: int | None,
+    budget: int,
+    hyps_out: list[str] | None = None,
+) -> dict[str, dict[str, float]]:
     """Greedy CER/WER on the first n utterances of each held-out set (transcripts appended
     to hyps_out), with the serving attention kernel."""
     was_training = model.training

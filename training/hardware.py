@@ -31,8 +31,10 @@ def choose_dtype(requested: str) -> torch.dtype:
             a @ w.T
         return time.perf_counter() - t0
 
-    fp32, bf16 = min(seconds(torch.float32) for _ in range(3)), min(
-        seconds(torch.bfloat16) for _ in range(3))
+    fp32, bf16 = (
+        min(seconds(torch.float32) for _ in range(3)),
+        min(seconds(torch.bfloat16) for _ in range(3)),
+    )
     print(f"matmul fp32 {fp32 * 100:.2f} ms, bf16 {bf16 * 100:.2f} ms", flush=True)
     return torch.bfloat16 if bf16 * 1.25 < fp32 else torch.float32
 
@@ -41,13 +43,18 @@ def machine(dtype: torch.dtype = torch.float32) -> str:
     cpu = platform.processor()
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        cpu = next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                   if line.startswith("Model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in out.splitlines()
+            if line.startswith("Model name")
+        )
     except (OSError, StopIteration):
         pass
-    return (f"{cpu}, {torch.get_num_threads()} threads, "
-            f"{torch.backends.cpu.get_cpu_capability()}, "
-            f"{'bf16 autocast' if dtype == torch.bfloat16 else 'fp32'}")
+    return (
+        f"{cpu}, {torch.get_num_threads()} threads, "
+        f"{torch.backends.cpu.get_cpu_capability()}, "
+        f"{'bf16 autocast' if dtype == torch.bfloat16 else 'fp32'}"
+    )
 
 
 class ActiveClock:
@@ -71,8 +78,11 @@ class ActiveClock:
             now = time.monotonic()
             if now - self.last > self.PAUSE_S:
                 self.paused += now - self.last - 1.0
-                tqdm.write(f"[clock] process was stopped for {now - self.last:.0f} s; "
-                           "not counted in the budget", file=sys.stdout)
+                tqdm.write(
+                    f"[clock] process was stopped for {now - self.last:.0f} s; "
+                    "not counted in the budget",
+                    file=sys.stdout,
+                )
             self.last = now
 
     def __call__(self) -> float:

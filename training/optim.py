@@ -24,6 +24,11 @@ def lr_at(step: int, frac: float, args: argparse.Namespace) -> float:
 def optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.AdamW:
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                              {"params": rest, "weight_decay": 0.0}],
-                             lr=args.lr, betas=(0.9, 0.98))
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": args.weight_decay},
+            {"params": rest, "weight_decay": 0.0},
+        ],
+        lr=args.lr,
+        betas=(0.9, 0.98),
+    )

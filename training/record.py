@@ -46,8 +46,14 @@ def data_description(train: Split) -> list[str]:
         f"({', '.join(HELDOUT_VARIANTS)}); 120-230 wpm, pitch 20-80.",
         "- 16 kHz (soxr), 0-0.5 s of silence at each end, peak gain 0.3-1.0, Gaussian noise at "
         "20-45 dB SNR on 60% of utterances. Seeded: `python -m training.data` rebuilds it.",
-        *([f"- A 0.3-1.5 s pause between two words in {train.paused / len(train):.0%} of the "
-           "training utterances (corpus version 2; rounds 1-3 had none)."] if train.paused else []),
+        *(
+            [
+                f"- A 0.3-1.5 s pause between two words in {train.paused / len(train):.0%} of the "
+                "training utterances (corpus version 2; rounds 1-3 had none)."
+            ]
+            if train.paused
+            else []
+        ),
         "- Held-out sets of 200 utterances each: natural (sentence templates never trained on, "
         "seen voices), random (random word sequences, seen voices), voices (variants never "
         "trained on).",

@@ -58,20 +58,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-seconds", type=float, default=30.0, help="padded audio per batch")
     p.add_argument("--curriculum-steps", type=int, default=None, help="(400 scratch, 0 warm)")
     p.add_argument("--first-conv", type=int, default=64, help="channels of the first conv")
-    p.add_argument("--layers", type=int, default=None,
-                   help="grow a warm start to this many transformer layers (new: identity)")
+    p.add_argument(
+        "--layers",
+        type=int,
+        default=None,
+        help="grow a warm start to this many transformer layers (new: identity)",
+    )
     p.add_argument("--eval-every", type=float, default=5.0, help="minutes")
     p.add_argument("--export-every", type=float, default=10.0, help="minutes")
     p.add_argument("--eval-n", type=int, default=30, help="utterances per held-out set")
     p.add_argument("--final-eval-n", type=int, default=None, help="default: whole sets")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                   help="training forward; auto: bf16 autocast where measured faster")
-    p.add_argument("--ema", type=float, default=0.999,
-                   help="decay of the weight average that is evaluated and exported (0: off)")
-    p.add_argument("--check", action="store_true",
-                   help="verify the padded front end equals model(waves) first")
+    p.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="training forward; auto: bf16 autocast where measured faster",
+    )
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=0.999,
+        help="decay of the weight average that is evaluated and exported (0: off)",
+    )
+    p.add_argument(
+        "--check", action="store_true", help="verify the padded front end equals model(waves) first"
+    )
     args = p.parse_args(argv)
     scratch = args.from_scratch
     args.lr = args.lr or (2e-3 if scratch else 1e-3)
@@ -111,24 +124,40 @@ def check_training_forward(model: Wav2Vec2ForCTC, train: Split) -> None:
     print(f"training forward == model(waves): max |diff| {diff:.1e}", flush=True)
 
 
-def round_record(args: argparse.Namespace, argv: list[str] | None, history: dict[str, Any],
-                 model: Wav2Vec2ForCTC, train: Split, init: str,
-                 dtype: torch.dtype) -> tuple[dict[str, Any], dict[str, Any]]:
+def round_record(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    history: dict[str, Any],
+    model: Wav2Vec2ForCTC,
+    train: Split,
+    init: str,
+    dtype: torch.dtype,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """This round's entry, and the history with it appended (what training.json holds)."""
     params = sum(p.numel() for p in model.parameters())
     entry: dict[str, Any] = {
         "round": len(history["rounds"]) + 1,
         "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(dtype), "init": init,
+        "machine": machine(dtype),
+        "init": init,
         "command": "python -m training.train " + " ".join(sys.argv[1:] if argv is None else argv),
-        "train_utterances": len(train), "train_hours": round(train.hours(), 2),
-        "eval_n": args.eval_n, "minutes": 0.0, "steps": 0, "audio_hours": 0.0,
-        "status": "started", "curve": [],
+        "train_utterances": len(train),
+        "train_hours": round(train.hours(), 2),
+        "eval_n": args.eval_n,
+        "minutes": 0.0,
+        "steps": 0,
+        "audio_hours": 0.0,
+        "status": "started",
+        "curve": [],
     }
-    history = {**history, "parameters": params, "layers": model.config.num_hidden_layers,
-               "recipe": recipe(model.config, args, params),
-               "data": {"description": data_description(train)},
-               "rounds": [*history["rounds"], entry]}
+    history = {
+        **history,
+        "parameters": params,
+        "layers": model.config.num_hidden_layers,
+        "recipe": recipe(model.config, args, params),
+        "data": {"description": data_description(train)},
+        "rounds": [*history["rounds"], entry],
+    }
     return entry, history
 
 
@@ -136,8 +165,14 @@ class Round:
     """One round: the training loop with its periodic evaluation and export, then the final
     scoring of the best weights."""
 
-    def __init__(self, args: argparse.Namespace, argv: list[str] | None,
-                 model: Wav2Vec2ForCTC, history: dict[str, Any], init: str) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        argv: list[str] | None,
+        model: Wav2Vec2ForCTC,
+        history: dict[str, Any],
+        init: str,
+    ) -> None:
         self.args, self.model, self.config = args, model, model.config
         params = sum(p.numel() for p in model.parameters())
         self.dtype = choose_dtype(args.dtype)
@@ -147,18 +182,25 @@ class Round:
         self.train = Split.load(args.data, shards)
         self.heldout = {k: Split.load(args.data, [f"heldout-{k}"]) for k in HELDOUT_SETS}
         self.budget = int(args.batch_seconds * SAMPLE_RATE)
-        print(f"{params / 1e6:.2f} M parameters, init: {init}; {len(self.train)} training "
-              f"utterances ({self.train.hours():.1f} h, {len(shards)} shards); "
-              f"{machine(self.dtype)}", flush=True)
+        print(
+            f"{params / 1e6:.2f} M parameters, init: {init}; {len(self.train)} training "
+            f"utterances ({self.train.hours():.1f} h, {len(shards)} shards); "
+            f"{machine(self.dtype)}",
+            flush=True,
+        )
         if args.check:
             check_training_forward(model, self.train)
-        self.entry, self.history = round_record(args, argv, history, model, self.train, init,
-                                                self.dtype)
+        self.entry, self.history = round_record(
+            args, argv, history, model, self.train, init, self.dtype
+        )
         self.opt = optimizer(model, args)
         self.batches = Batches(self.train.length, self.budget, args.seed + self.entry["round"])
         self.longest = float(self.train.length.max())
         self.best: dict[str, Any] = {
-            "cer": float("inf"), "state": copy.deepcopy(self.averaged.state_dict()), "eval": None}
+            "cer": float("inf"),
+            "state": copy.deepcopy(self.averaged.state_dict()),
+            "eval": None,
+        }
         self.clock = ActiveClock()
         # A warm start is scored before its first step, so a round never exports worse weights.
         self.next_eval = 0.0 if not args.from_scratch else args.eval_every * 60
@@ -171,8 +213,9 @@ class Round:
         self.bar = tqdm(unit="step", mininterval=20, smoothing=0.05, file=sys.stdout)
         while True:
             elapsed = self.clock()
-            done = elapsed >= args.minutes * 60 or (args.max_steps is not None
-                                                    and self.step >= args.max_steps)
+            done = elapsed >= args.minutes * 60 or (
+                args.max_steps is not None and self.step >= args.max_steps
+            )
             if elapsed >= self.next_eval or done:
                 self.evaluate(elapsed)
                 self.next_eval = self.clock() + args.eval_every * 60
@@ -180,8 +223,11 @@ class Round:
                 break
             if self.clock() >= self.next_export:
                 self.export_best(f"in progress ({elapsed / 60:.0f} of {args.minutes:.0f} min)")
-                tqdm.write(f"[export] best (mean CER {100 * self.best['cer']:.1f}%) -> "
-                           f"{args.run / 'export'}", file=sys.stdout)
+                tqdm.write(
+                    f"[export] best (mean CER {100 * self.best['cer']:.1f}%) -> "
+                    f"{args.run / 'export'}",
+                    file=sys.stdout,
+                )
                 self.next_export = self.clock() + args.export_every * 60
             self.train_step(elapsed)
         self.bar.close()
@@ -190,8 +236,10 @@ class Round:
         args, step, train = self.args, self.step, self.train
         cap = None
         if step < args.curriculum_steps:
-            cap = (2.5 * SAMPLE_RATE
-                   + (self.longest - 2.5 * SAMPLE_RATE) * step / args.curriculum_steps)
+            cap = (
+                2.5 * SAMPLE_RATE
+                + (self.longest - 2.5 * SAMPLE_RATE) * step / args.curriculum_steps
+            )
         idx = self.batches.next(cap)
         t0 = time.monotonic()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16):
@@ -212,25 +260,41 @@ class Round:
         value = float(loss.detach())
         self.loss_ema = value if self.loss_ema is None else 0.95 * self.loss_ema + 0.05 * value
         self.bar.update()
-        self.bar.set_postfix(loss=f"{self.loss_ema:.3f}", lr=f"{lr:.1e}",
-                             xrt=f"{seconds / (time.monotonic() - t0):.1f}", refresh=False)
+        self.bar.set_postfix(
+            loss=f"{self.loss_ema:.3f}",
+            lr=f"{lr:.1e}",
+            xrt=f"{seconds / (time.monotonic() - t0):.1f}",
+            refresh=False,
+        )
 
     def evaluate(self, elapsed: float) -> None:
         """A point of the learning curve; the best weights so far kept by mean CER."""
         evals = evaluate(self.averaged, self.heldout, self.args.eval_n, self.budget)
-        point = {"minutes": round(elapsed / 60, 1), "steps": self.step,
-                 "audio_hours": round(self.audio_seconds / 3600, 2),
-                 "loss": round(self.loss_ema or float("nan"), 4), "eval": evals}
+        point = {
+            "minutes": round(elapsed / 60, 1),
+            "steps": self.step,
+            "audio_hours": round(self.audio_seconds / 3600, 2),
+            "loss": round(self.loss_ema or float("nan"), 4),
+            "eval": evals,
+        }
         self.entry["curve"].append(point)
-        self.entry.update(minutes=point["minutes"], steps=self.step,
-                          audio_hours=point["audio_hours"])
+        self.entry.update(
+            minutes=point["minutes"], steps=self.step, audio_hours=point["audio_hours"]
+        )
         if mean_cer(evals) < self.best["cer"]:
-            self.best = {"cer": mean_cer(evals),
-                         "state": copy.deepcopy(self.averaged.state_dict()), "eval": evals}
-        tqdm.write(f"[eval] {point['minutes']:.1f} min, step {self.step}, "
-                   f"{point['audio_hours']:.2f} h audio, loss {point['loss']:.3f}: "
-                   + ", ".join(f"{k} CER {100 * v['cer']:.1f}% WER {100 * v['wer']:.1f}%"
-                               for k, v in evals.items()), file=sys.stdout)
+            self.best = {
+                "cer": mean_cer(evals),
+                "state": copy.deepcopy(self.averaged.state_dict()),
+                "eval": evals,
+            }
+        tqdm.write(
+            f"[eval] {point['minutes']:.1f} min, step {self.step}, "
+            f"{point['audio_hours']:.2f} h audio, loss {point['loss']:.3f}: "
+            + ", ".join(
+                f"{k} CER {100 * v['cer']:.1f}% WER {100 * v['wer']:.1f}%" for k, v in evals.items()
+            ),
+            file=sys.stdout,
+        )
         sys.stdout.flush()
 
     def export_best(self, status: str) -> None:
@@ -256,13 +320,21 @@ class Round:
         fp16.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
         full16 = evaluate(fp16, self.heldout, n, self.budget, hyps16)
         self.history["fp16_check"] = {
-            "fp32_cer": mean_cer(full), "fp16_cer": mean_cer(full16), "n": len(hyps32),
-            "changed": sum(a != b for a, b in zip(hyps32, hyps16))}
+            "fp32_cer": mean_cer(full),
+            "fp16_cer": mean_cer(full16),
+            "n": len(hyps32),
+            "changed": sum(a != b for a, b in zip(hyps32, hyps16)),
+        }
         self.export_best("finished")
-        print("[final] " + ", ".join(f"{k} CER {100 * v['cer']:.1f}% WER {100 * v['wer']:.1f}%"
-                                     for k, v in full.items())
-              + f"; fp16 mean CER {100 * mean_cer(full16):.2f}% vs fp32 "
-              f"{100 * mean_cer(full):.2f}%", flush=True)
+        print(
+            "[final] "
+            + ", ".join(
+                f"{k} CER {100 * v['cer']:.1f}% WER {100 * v['wer']:.1f}%" for k, v in full.items()
+            )
+            + f"; fp16 mean CER {100 * mean_cer(full16):.2f}% vs fp32 "
+            f"{100 * mean_cer(full):.2f}%",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

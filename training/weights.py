@@ -16,17 +16,38 @@ from training.text import VOCAB
 def model_config(first_conv: int = 64) -> Wav2Vec2Config:
     """3.9 M parameters: a pre-LN 4 x 256 transformer on a layer-norm conv front end."""
     return Wav2Vec2Config(
-        vocab_size=len(VOCAB), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-        intermediate_size=1024, hidden_act="gelu", feat_extract_norm="layer",
-        feat_extract_activation="gelu", conv_dim=(first_conv, 64, 128, 128, 256, 256, 256),
-        conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_bias=True,
-        num_conv_pos_embeddings=64, num_conv_pos_embedding_groups=16, do_stable_layer_norm=True,
-        mask_time_prob=0.0, mask_feature_prob=0.0, pad_token_id=0,
-        architectures=("Wav2Vec2ForCTC",), id2label={0: "LABEL_0", 1: "LABEL_1"},
-        extra={"bos_token_id": 1, "eos_token_id": 2, "ctc_loss_reduction": "mean",
-               "ctc_zero_infinity": True, "hidden_dropout": 0.0, "attention_dropout": 0.0,
-               "activation_dropout": 0.0, "feat_proj_dropout": 0.0, "final_dropout": 0.0,
-               "layerdrop": 0.0},
+        vocab_size=len(VOCAB),
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=1024,
+        hidden_act="gelu",
+        feat_extract_norm="layer",
+        feat_extract_activation="gelu",
+        conv_dim=(first_conv, 64, 128, 128, 256, 256, 256),
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        conv_bias=True,
+        num_conv_pos_embeddings=64,
+        num_conv_pos_embedding_groups=16,
+        do_stable_layer_norm=True,
+        mask_time_prob=0.0,
+        mask_feature_prob=0.0,
+        pad_token_id=0,
+        architectures=("Wav2Vec2ForCTC",),
+        id2label={0: "LABEL_0", 1: "LABEL_1"},
+        extra={
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "ctc_loss_reduction": "mean",
+            "ctc_zero_infinity": True,
+            "hidden_dropout": 0.0,
+            "attention_dropout": 0.0,
+            "activation_dropout": 0.0,
+            "feat_proj_dropout": 0.0,
+            "final_dropout": 0.0,
+            "layerdrop": 0.0,
+        },
     )
 
 
@@ -42,8 +63,10 @@ def check_grown(before: Wav2Vec2ForCTC, after: Wav2Vec2ForCTC) -> None:
     a, b = before.eval()(clips).data, after.eval()(clips).data
     diff = float((a - b).abs().max())
     assert diff < 1e-4 * float(a.abs().max()), diff
-    print(f"grown to {after.config.num_hidden_layers} layers: same outputs (max |diff| "
-          f"{diff:.1e})", flush=True)
+    print(
+        f"grown to {after.config.num_hidden_layers} layers: same outputs (max |diff| {diff:.1e})",
+        flush=True,
+    )
 
 
 def grow(model: Wav2Vec2ForCTC, layers: int) -> Wav2Vec2ForCTC:
@@ -66,7 +89,7 @@ def grow(model: Wav2Vec2ForCTC, layers: int) -> Wav2Vec2ForCTC:
     prefix = "wav2vec2.encoder.layers."
     for key, value in model.state_dict().items():
         if key.startswith(prefix):
-            i, rest = key[len(prefix):].split(".", 1)
+            i, rest = key[len(prefix) :].split(".", 1)
             key = f"{prefix}{position[int(i)]}.{rest}"
         state[key] = value
     for n in set(range(layers)) - set(position.values()):
