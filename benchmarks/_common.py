@@ -1,23 +1,18 @@
 """Shared pieces of the engine benchmark: configs, a saved checkpoint, clips, and both runners.
 
-Imports only torch, numpy, safetensors, transformers and `service.engine`/`service.wav2vec2`
-(no FastAPI, no soundfile), so it runs on a bare GPU box with `pip install torch transformers`.
+Imports only torch, numpy, safetensors, transformers and `service.wav2vec2` (no FastAPI, no
+pydantic, no soundfile), so it runs on a bare GPU box with `pip install torch transformers`.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `python benchmarks/bench_engine.py` from anywhere
-    sys.path.insert(0, str(ROOT))
 
 RATE = 16_000
 VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4}
@@ -107,32 +102,12 @@ Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 
 def ours(path: Path, device: str, dtype: str, attention: str) -> tuple[Runner, str]:
-    """Our engine on the checkpoint: Engine.run_batch (per-clip normalisation included)."""
+    """Our model on the checkpoint: LoadedModel.forward, the batch forward Engine.run_batch
+    calls (per-clip normalisation included)."""
     from service.wav2vec2.loading import load_model
 
     loaded = load_model(str(path), device=device, dtype=dtype, attention=attention)
-    try:
-        from service.engine import Engine
-
-        run = Engine(loaded).run_batch
-    except ImportError:  # service.engine -> service.schemas needs pydantic; same steps inline
-        run = _inline_run_batch(loaded)
-    return run, loaded.model.wav2vec2.attention_kind
-
-
-def _inline_run_batch(loaded) -> Runner:
-    from service.wav2vec2.model import Packed
-
-    def run(clips: list[np.ndarray]) -> list[np.ndarray]:
-        inputs = [
-            torch.from_numpy(loaded.features(c)).to(loaded.device, loaded.dtype) for c in clips
-        ]
-        with torch.inference_mode():
-            out = loaded.model(inputs)
-        parts = out.split() if isinstance(out, Packed) else list(out)
-        return [p.float().cpu().numpy() for p in parts]
-
-    return run
+    return loaded.forward, loaded.model.wav2vec2.attention_kind
 
 
 def transformers_runner(path: Path, device: str, dtype: str, attention: str) -> Runner:

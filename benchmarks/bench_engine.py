@@ -27,8 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python benchmarks/bench_engine.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import (  # noqa: E402
     CONFIGS,
     cases,
     ours,

@@ -4,8 +4,9 @@
     python benchmarks/bench_service.py --model service/models/demo-ctc --duration 20
     python benchmarks/bench_service.py --smoke                              # tiny, seconds
 
-1. Engine alone: the same clips through Engine.run_batch in batches of the server's size,
-   sorted by length (the best a batcher can do), in this process, while the server idles.
+1. Engine alone: the same clips through LoadedModel.forward (what Engine.run_batch calls) in
+   batches of the server's size, sorted by length (the best a batcher can do), in this
+   process, while the server idles.
 2. Server at saturation: closed loop with 2 x max-batch requests in flight.
    Overhead ratio = server audio-s/s / engine audio-s/s (goal >= 0.9).
 3. Latency at 50% of saturation: open loop, Poisson arrivals at half the saturated rate.
@@ -27,10 +28,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import save_checkpoint  # noqa: E402
-from _server import Server  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python benchmarks/bench_service.py` from anywhere
+    sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import save_checkpoint  # noqa: E402
+from benchmarks._server import Server  # noqa: E402
 from loadtest import LoadConfig, audio, markdown, run_async  # noqa: E402
 
 
@@ -49,21 +52,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def engine_throughput(model: Path, clips: list[audio.Clip], batch: int, passes: int) -> dict:
-    """Audio-s/s of Engine.run_batch over the clips, length-sorted batches, best of passes."""
-    from service.engine import Engine
+    """Audio-s/s of the batch forward over the clips, length-sorted batches, best of passes."""
     from service.wav2vec2.loading import load_model
 
-    engine = Engine(load_model(str(model), device="cpu", dtype="float32"))
-    engine.warmup()
+    loaded = load_model(str(model), device="cpu", dtype="float32")
     pcm = sorted((c.pcm for c in clips), key=len)
+    loaded.forward(pcm[:2])  # warm-up: buffers and kernels before the timed passes
     seconds = sum(len(x) for x in pcm) / audio.RATE
     times = []
     for _ in range(passes):
         started = time.perf_counter()
         for i in range(0, len(pcm), batch):
-            engine.run_batch(pcm[i : i + batch])
+            loaded.forward(pcm[i : i + batch])
         times.append(time.perf_counter() - started)
-    del engine
+    del loaded
     gc.collect()
     best = min(times)
     return {"audio_seconds": seconds, "times_s": times, "audio_s_per_s": seconds / best}

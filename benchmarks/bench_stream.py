@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python benchmarks/bench_stream.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from service.engine import Engine  # noqa: E402
 from service.streaming import Stream, windowing_for  # noqa: E402
 from service.wav2vec2.loading import LoadedModel, load_model  # noqa: E402
 from training.data import SAMPLE_RATE, espeak  # noqa: E402
@@ -73,24 +72,25 @@ def rates(ref: str, hyp: str) -> tuple[float, float]:
     return wer, cer
 
 
-def offline(engine: Engine, x: np.ndarray) -> str:
-    assert engine.loaded.tokenizer is not None
-    return engine.loaded.tokenizer.decode(engine.run_batch([x])[0].argmax(-1).tolist()).text
+def offline(loaded: LoadedModel, x: np.ndarray) -> str:
+    assert loaded.tokenizer is not None
+    return loaded.tokenizer.decode(loaded.forward([x])[0].argmax(-1).tolist()).text
 
 
 async def streamed(
-    loaded: LoadedModel, engine: Engine, x: np.ndarray, geometry: tuple[float, float, float]
+    loaded: LoadedModel, x: np.ndarray, geometry: tuple[float, float, float]
 ) -> tuple[str, float]:
     """Finals joined by spaces, and forward-pass seconds spent."""
     chunk, left, lookahead = geometry
-    w = windowing_for(loaded, chunk=chunk, left=left, lookahead=lookahead, pause=0.5,
-                      max_segment=20.0, parallel=1)
+    w = windowing_for(
+        loaded, chunk=chunk, left=left, lookahead=lookahead, pause=0.5, max_segment=20.0, parallel=1
+    )
     spent = 0.0
 
     async def infer(window: np.ndarray) -> np.ndarray:
         nonlocal spent
         t = time.perf_counter()
-        logits = engine.run_batch([window])[0]
+        logits = loaded.forward([window])[0]
         spent += time.perf_counter() - t
         return logits
 
@@ -107,20 +107,32 @@ async def streamed(
 
 def sweep(model: Path, x: np.ndarray, ref: str) -> dict:
     loaded = load_model(str(model), device="cpu", dtype="float32")
-    engine = Engine(loaded)
-    whole = offline(engine, x)
+    whole = offline(loaded, x)
     rows = []
     for geometry in GRID:
-        text, spent = asyncio.run(streamed(loaded, engine, x, geometry))
+        text, spent = asyncio.run(streamed(loaded, x, geometry))
         chunk, left, lookahead = geometry
         wer_o, cer_o = rates(whole, text)
         wer_r, cer_r = rates(ref, text)
-        rows.append(dict(chunk=chunk, left=left, lookahead=lookahead,
-                         compute_x=(left + chunk + lookahead) / chunk, wer_vs_offline=wer_o,
-                         cer_vs_offline=cer_o, wer=wer_r, cer=cer_r,
-                         cpu_rtf=spent / (len(x) / SAMPLE_RATE), text=text))
-        print(f"{geometry}: vs offline WER {wer_o:.3f} CER {cer_o:.3f}; vs reference WER "
-              f"{wer_r:.3f} CER {cer_r:.3f}", flush=True)
+        rows.append(
+            dict(
+                chunk=chunk,
+                left=left,
+                lookahead=lookahead,
+                compute_x=(left + chunk + lookahead) / chunk,
+                wer_vs_offline=wer_o,
+                cer_vs_offline=cer_o,
+                wer=wer_r,
+                cer=cer_r,
+                cpu_rtf=spent / (len(x) / SAMPLE_RATE),
+                text=text,
+            )
+        )
+        print(
+            f"{geometry}: vs offline WER {wer_o:.3f} CER {cer_o:.3f}; vs reference WER "
+            f"{wer_r:.3f} CER {cer_r:.3f}",
+            flush=True,
+        )
     return dict(offline=dict(zip(("wer", "cer"), rates(ref, whole)), text=whole), rows=rows)
 
 
@@ -136,11 +148,21 @@ def server_latency(model: Path, x: np.ndarray, work: Path) -> dict:
     out: dict[str, dict] = {}
     with Server(model, ["--device", "cpu"], work / "server.log") as url:
         # 2 streams at once, one each (duration only gates their start).
-        streams = LoadConfig(url=url, mode="stream", concurrency=2, max_requests=2, duration=1,
-                             pace=1.0, timeout=300, progress=False)
-        flood = LoadConfig(url=url, mode="closed", concurrency=4, duration=seconds + 2,
-                           timeout=300, progress=False)
+        streams = LoadConfig(
+            url=url,
+            mode="stream",
+            concurrency=2,
+            max_requests=2,
+            duration=1,
+            pace=1.0,
+            timeout=300,
+            progress=False,
+        )
+        flood = LoadConfig(
+            url=url, mode="closed", concurrency=4, duration=seconds + 2, timeout=300, progress=False
+        )
         for name, loaded in (("alone", False), ("rest_flood", True)):
+
             async def both(loaded: bool = loaded) -> list[dict]:
                 runs = [run_async(streams, [speech_clip])]
                 if loaded:
@@ -150,34 +172,49 @@ def server_latency(model: Path, x: np.ndarray, work: Path) -> dict:
             reps = asyncio.run(both())
             s, stream = reps[0]["overall"], reps[0]["overall"].get("stream", {})
             r = reps[1]["overall"] if loaded else {}
-            out[name] = dict(streams_ok=s["ok"], errors=s["errors"],
-                             final_lag=stream.get("final_lag"),
-                             first_partial=stream.get("first_partial"), rest_ok=r.get("ok"),
-                             rest_latency=r.get("latency", {}).get("total"))
+            out[name] = dict(
+                streams_ok=s["ok"],
+                errors=s["errors"],
+                final_lag=stream.get("final_lag"),
+                first_partial=stream.get("first_partial"),
+                rest_ok=r.get("ok"),
+                rest_latency=r.get("latency", {}).get("total"),
+            )
             print(name, json.dumps(out[name]), flush=True)
     return out
 
 
 def to_markdown(rep: dict) -> str:
-    lines = [f"Offline (whole clip) vs reference: WER {rep['sweep']['offline']['wer']:.3f}, "
-             f"CER {rep['sweep']['offline']['cer']:.3f}", "",
-             "| chunk s | left s | lookahead s | compute x | WER vs offline | CER vs offline "
-             "| WER vs text | CER vs text |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Offline (whole clip) vs reference: WER {rep['sweep']['offline']['wer']:.3f}, "
+        f"CER {rep['sweep']['offline']['cer']:.3f}",
+        "",
+        "| chunk s | left s | lookahead s | compute x | WER vs offline | CER vs offline "
+        "| WER vs text | CER vs text |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rep["sweep"]["rows"]:
         bold = "**" if (r["chunk"], r["left"], r["lookahead"]) == DEFAULT else ""
-        lines.append(f"| {bold}{r['chunk']:g}{bold} | {bold}{r['left']:g}{bold} | "
-                     f"{bold}{r['lookahead']:g}{bold} | {r['compute_x']:.1f} | "
-                     f"{r['wer_vs_offline']:.3f} | {r['cer_vs_offline']:.3f} | {r['wer']:.3f} | "
-                     f"{r['cer']:.3f} |")
+        lines.append(
+            f"| {bold}{r['chunk']:g}{bold} | {bold}{r['left']:g}{bold} | "
+            f"{bold}{r['lookahead']:g}{bold} | {r['compute_x']:.1f} | "
+            f"{r['wer_vs_offline']:.3f} | {r['cer_vs_offline']:.3f} | {r['wer']:.3f} | "
+            f"{r['cer']:.3f} |"
+        )
     if rep.get("server"):
-        lines += ["", "| load | streams ok | finals | final lag p50 s | p90 s | max s "
-                  "| REST clips done |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| load | streams ok | finals | final lag p50 s | p90 s | max s | REST clips done |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name, o in rep["server"].items():
             lag = o["final_lag"] or {}
             f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-            lines.append(f"| {name} | {o['streams_ok']} | {lag.get('count', 0)} | "
-                         f"{f(lag.get('p50'))} | {f(lag.get('p90'))} | {f(lag.get('max'))} | "
-                         f"{o['rest_ok'] if o['rest_ok'] is not None else '-'} |")
+            lines.append(
+                f"| {name} | {o['streams_ok']} | {lag.get('count', 0)} | "
+                f"{f(lag.get('p50'))} | {f(lag.get('p90'))} | {f(lag.get('max'))} | "
+                f"{o['rest_ok'] if o['rest_ok'] is not None else '-'} |"
+            )
     return "\n".join(lines)
 
 
@@ -189,8 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     x, ref = speech()
     print(f"{len(x) / SAMPLE_RATE:.1f} s of speech, {len(ref.split())} words", flush=True)
-    rep: dict = dict(model=str(args.model), seconds=len(x) / SAMPLE_RATE, reference=ref,
-                     sweep=sweep(args.model, x, ref))
+    rep: dict = dict(
+        model=str(args.model),
+        seconds=len(x) / SAMPLE_RATE,
+        reference=ref,
+        sweep=sweep(args.model, x, ref),
+    )
     if not args.skip_server:
         with tempfile.TemporaryDirectory() as work:
             rep["server"] = server_latency(args.model, x, Path(work))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -189,8 +190,6 @@ async def ramp(
     stop_after_knee: bool = True,
 ) -> list[Result]:
     """Open-loop steps of increasing rate; stops one step after the server stops keeping up."""
-    from loadtest.report import keeps_up
-
     results: list[Result] = []
     started = time.perf_counter()
     saturated = 0
@@ -218,6 +217,21 @@ async def ramp(
             if stop_after_knee and saturated >= 2:
                 break
     return results
+
+
+def keeps_up(step: list[Result], rate: float, wall: float) -> bool:
+    """The server kept up with an open-loop step: under 1% errors and no growing queue
+    (the latest quarter of requests is not much slower than the first quarter)."""
+    if not step:
+        return False
+    failed = sum(not r.ok for r in step)
+    if failed > 0.01 * len(step):
+        return False
+    ordered = sorted((r for r in step if r.latency is not None), key=lambda r: r.scheduled)
+    q = max(1, len(ordered) // 4)
+    early = statistics.median(r.latency for r in ordered[:q])  # type: ignore[misc]
+    late = statistics.median(r.latency for r in ordered[-q:])  # type: ignore[misc]
+    return late <= 2 * early + 0.25
 
 
 def ramp_rates(start: float, stop: float, step: float | None, factor: float | None) -> list[float]:

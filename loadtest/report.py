@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from loadtest.client import Result
+from loadtest.client import Result, keeps_up
 
 PERCENTILES = (50, 90, 99)
 
@@ -60,21 +60,6 @@ def summarise(results: list[Result], wall: float, offered_rate: float | None = N
             "stop_to_end": percentiles(r.extra.get("stop_to_end") for r in streams),
         }
     return summary
-
-
-def keeps_up(step: list[Result], rate: float, wall: float) -> bool:
-    """The server kept up with an open-loop step: under 1% errors and no growing queue
-    (the latest quarter of requests is not much slower than the first quarter)."""
-    if not step:
-        return False
-    failed = sum(not r.ok for r in step)
-    if failed > 0.01 * len(step):
-        return False
-    ordered = sorted((r for r in step if r.latency is not None), key=lambda r: r.scheduled)
-    q = max(1, len(ordered) // 4)
-    early = statistics.median(r.latency for r in ordered[:q])  # type: ignore[misc]
-    late = statistics.median(r.latency for r in ordered[-q:])  # type: ignore[misc]
-    return late <= 2 * early + 0.25
 
 
 def report(results: list[Result], wall: float, config: dict) -> dict:

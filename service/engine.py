@@ -1,9 +1,10 @@
 """Engine: clips -> forward pass -> per-clip outputs, and long audio cut into windows.
 
 `run_batch` is what the dynamic batcher calls (a list of windows in, one numpy output per
-window out, no padding anywhere: see wav2vec2/model.py). `plan` and `finish` turn one clip of
-any length into windows and the windows' outputs back into one Prediction, so the CLI and the
-server (both through runtime.ServedModel) share every step but the queue.
+window out); the forward itself is `LoadedModel.forward` in the model package. `plan` and
+`finish` turn one clip of any length into windows and the windows' outputs back into one
+Prediction, so the CLI and the server (both through runtime.ServedModel) share every step but
+the queue.
 """
 
 from __future__ import annotations
@@ -12,12 +13,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from service import decode
 from service.schemas import Options, Prediction
 from service.wav2vec2.loading import LoadedModel
-from service.wav2vec2.model import Packed
 
 # Tasks whose output is per frame: long audio is stitched from overlapping windows (as
 # transformers' ASR pipeline does with chunk and stride); the others pool whole windows.
@@ -60,15 +59,8 @@ class Engine:
         return self.loaded.min_samples
 
     def run_batch(self, clips: list[np.ndarray]) -> list[np.ndarray]:
-        """Normalised per clip, one padding-free forward pass, float32 numpy per clip."""
-        loaded = self.loaded
-        inputs = [
-            torch.from_numpy(loaded.features(c)).to(loaded.device, loaded.dtype) for c in clips
-        ]
-        with torch.inference_mode():
-            out = loaded.model(inputs)
-        parts = out.split() if isinstance(out, Packed) else list(out)
-        return [p.float().cpu().numpy() for p in parts]
+        """What the batcher calls: the model package's batch forward (LoadedModel.forward)."""
+        return self.loaded.forward(clips)
 
     def warmup(self) -> None:
         """One small mixed batch: allocates buffers and picks kernels before the first request."""

@@ -7,12 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks import bench_engine
 from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_bench_engine_smoke(tmp_path, capsys):
     out = tmp_path / "engine.json"
     assert bench_engine.main(["--config", "tiny", "--smoke", "--out", str(out)]) == 0
@@ -30,6 +33,7 @@ def test_bench_engine_smoke(tmp_path, capsys):
     assert "| batch_4_mixed |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_bench_memory_child_reports_peak_rss(tmp_path):
     """One side in a fresh process, as --memory runs it; our side needs no server packages."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -59,6 +63,7 @@ def test_bench_memory_child_reports_peak_rss(tmp_path):
         assert package not in imported, f"{package} imported by the engine benchmark's side"
 
 
+@pytest.mark.slow
 def test_bench_stream_sweep_smoke(checkpoints, tmp_path, capsys):
     """The streaming sweep (no server part) on a tiny checkpoint: every geometry reports
     error rates against the offline transcript and the text."""

@@ -19,6 +19,8 @@ from tests.conftest import require_tool
 from training import examples
 from training.text import edit_distance
 
+pytestmark = pytest.mark.slow  # real models, espeak-ng and transformers: tens of seconds
+
 MODEL_DIR = Path(service.__file__).parent / "models" / "demo-ctc"
 EXAMPLES = Path(__file__).parents[1] / "examples"
 # Sentences kept out of the training corpus (training/sentences.py RESERVED), voices the

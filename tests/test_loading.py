@@ -157,3 +157,24 @@ def test_fp16_checkpoint_folds_weight_norm_in_fp32(ctc, stored):
     folded = load_model(str(ctc), dtype="float32").model.wav2vec2.encoder.pos_conv_embed.conv
     assert folded.weight.dtype == torch.float32
     assert torch.equal(folded.weight, expected)
+
+
+@pytest.mark.parametrize("variant", ["ctc-group", "ctc-layer-stable-bias-bin"])
+def test_fused_qkv_holds_the_weights_once(checkpoints, variant):
+    """q, k and v stay as checkpoint modules (state_dict keys), as views of the fused
+    projection: one copy of the weights, and the same values as the checkpoint's."""
+    path = checkpoints(variant)
+    loaded = load_model(str(path))
+    reference = transformers.Wav2Vec2ForCTC.from_pretrained(path).state_dict()
+    for i, layer in enumerate(loaded.model.wav2vec2.encoder.layers):
+        attention = layer.attention
+        d = attention.q_proj.in_features
+        fused_weight, fused_bias = attention.qkv.weight, attention.qkv.bias
+        for j, name in enumerate(("q_proj", "k_proj", "v_proj")):
+            proj = getattr(attention, name)
+            assert proj.weight.data_ptr() == fused_weight[j * d].data_ptr()
+            assert proj.bias.data_ptr() == fused_bias[j * d :].data_ptr()
+            key = f"wav2vec2.encoder.layers.{i}.attention.{name}"
+            assert torch.equal(proj.weight, reference[key + ".weight"])
+            assert torch.equal(proj.bias, reference[key + ".bias"])
+    assert set(loaded.model.state_dict()) >= {k for k in reference if "q_proj" in k}

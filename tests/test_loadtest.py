@@ -51,6 +51,7 @@ def _check_accounted(o: dict, sent: int | None = None) -> None:
         assert o["sent"] == sent
 
 
+@pytest.mark.slow
 def test_cli_open_loop_writes_json_markdown_and_plots(server, tmp_path, capsys):
     out = tmp_path / "results"
     argv = ["--url", server, "--rate", "4", "--duration", "3", "--arrival", "constant"]
@@ -77,6 +78,7 @@ def test_cli_open_loop_writes_json_markdown_and_plots(server, tmp_path, capsys):
     assert "sent 12" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_ramp_and_closed_loop(server, tmp_path):
     clips = audio.generate("noise", "fixed:1", 3)
     cfg = LoadConfig(
@@ -108,6 +110,7 @@ def test_ramp_and_closed_loop(server, tmp_path):
     _check_ordered(closed["overall"]["latency"]["total"])
 
 
+@pytest.mark.slow
 def test_refusals_and_dead_servers_are_counted_as_errors(server):
     bad = [audio.Clip("junk", b"not audio at all", "audio/wav", 1.0)]
     rep = run(LoadConfig(url=server, rate=5, duration=1, arrival="constant", progress=False), bad)
@@ -138,6 +141,7 @@ def _has_stream_route(url: str) -> bool:
     return asyncio.run(probe())
 
 
+@pytest.mark.slow
 def test_websocket_streams(server, tmp_path):
     if not _has_stream_route(server):
         pytest.skip("the server has no WebSocket /v1/stream route yet (handshake refused)")

@@ -1,6 +1,8 @@
 """The demo model's training pieces: the corpus generator (training/data.py) with pauses inside
 training utterances (corpus version 2) that disturb nothing else a plan draws, the version
-check that redoes older shards; and growing a warm start to more layers (training/train.py)."""
+check that redoes older shards; growing a warm start to more layers (training/weights.py);
+a whole round on a tiny corpus (training/train.py), and its evaluation through the serving
+forward (training/forward.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +17,15 @@ import torch
 import service
 from service.wav2vec2.config import Wav2Vec2Config
 from service.wav2vec2.heads import Wav2Vec2ForCTC
+from service.wav2vec2.loading import load_model
 from tests.conftest import require_tool
 from training import data, train
+from training.corpus import Batches
+from training.forward import transcribe
 from training.sentences import RESERVED
+from training.text import greedy
+
+DEMO = Path(service.__file__).parent / "models" / "demo-ctc"
 
 
 def test_a_quarter_of_training_utterances_pause_and_held_out_sets_never_do():
@@ -60,8 +68,9 @@ def test_older_splits_are_redone(tmp_path):
     assert data._version(new) == data.CORPUS_VERSION
 
 
+@pytest.mark.slow
 def test_growing_layers_keeps_the_function_and_the_trained_layers():
-    demo = Path(service.__file__).parent / "models" / "demo-ctc"
+    demo = DEMO
     model = Wav2Vec2ForCTC(Wav2Vec2Config.from_file(demo / "config.json"))
     train.load_weights(model, demo)
     old = model.config.num_hidden_layers
@@ -71,10 +80,87 @@ def test_growing_layers_keeps_the_function_and_the_trained_layers():
     before, after = model.wav2vec2.encoder.layers, grown.wav2vec2.encoder.layers
     for i in range(old):  # trained layers spread out in order, weights as they were
         j = i * (old + 4) // old
-        assert torch.equal(before[i].feed_forward.output_dense.weight,
-                           after[j].feed_forward.output_dense.weight)
+        assert torch.equal(
+            before[i].feed_forward.output_dense.weight, after[j].feed_forward.output_dense.weight
+        )
     new = set(range(old + 4)) - {i * (old + 4) // old for i in range(old)}
     assert len(new) == 4
     for j in new:
         assert not after[j].attention.out_proj.weight.any()
         assert after[j].feed_forward.intermediate_dense.weight.any()  # learnable, not dead
+
+
+def tiny_corpus(root: Path, n_train: int = 12, n_heldout: int = 3) -> Path:
+    """Noise utterances with word labels, in the shard format training/data.py writes."""
+    rng = np.random.default_rng(0)
+    words = ["HELLO", "WORLD", "YES", "NO", "GO", "STOP"]
+    root.mkdir(parents=True, exist_ok=True)
+    for name, n in [("train-00000", n_train)] + [
+        (f"heldout-{k}", n_heldout) for k in data.HELDOUT_SETS
+    ]:
+        audio, meta, offset = [], [], 0
+        for _ in range(n):
+            length = int(rng.integers(8_000, 24_000))
+            audio.append((rng.standard_normal(length) * 3000).astype(np.int16))
+            text = " ".join(rng.choice(words, int(rng.integers(1, 4))))
+            meta.append({"offset": offset, "length": length, "text": text})
+            offset += length
+        np.save(root / f"{name}.npy", np.concatenate(audio))
+        (root / f"{name}.json").write_text(json.dumps({"version": 2, "utterances": meta}))
+    return root
+
+
+@pytest.mark.slow
+def test_a_round_from_scratch_trains_evaluates_and_exports(tmp_path):
+    corpus, run = tiny_corpus(tmp_path / "data"), tmp_path / "run"
+    train.main(
+        [
+            "--from-scratch",
+            "--data",
+            str(corpus),
+            "--run",
+            str(run),
+            "--max-steps",
+            "3",
+            "--eval-n",
+            "2",
+            "--final-eval-n",
+            "3",
+            "--dtype",
+            "float32",
+            "--check",
+            "--threads",
+            "1",
+            "--batch-seconds",
+            "3",
+            "--curriculum-steps",
+            "2",
+        ]
+    )
+    history = json.loads((run / "training.json").read_text())
+    (entry,) = history["rounds"]
+    assert entry["steps"] == 3 and entry["status"] == "finished"
+    assert [p["steps"] for p in entry["curve"]] == [3]  # scratch: scored at the end only
+    assert {k: v["n"] for k, v in entry["eval"].items()} == dict.fromkeys(data.HELDOUT_SETS, 3)
+    assert history["fp16_check"]["n"] == 9
+    exported = load_model(str(run / "export"))  # a complete model directory
+    assert exported.config.num_hidden_layers == 4 and exported.tokenizer is not None
+
+
+def test_evaluation_transcribes_through_the_serving_forward():
+    """training's greedy transcripts (length-sorted batches under a budget) equal the served
+    model's, clip by clip."""
+    loaded = load_model(str(DEMO), dtype="float32")
+    rng = np.random.default_rng(1)
+    clips = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (9_000, 4_000, 16_000)]
+    alone = [greedy(torch.from_numpy(x)) for x in loaded.forward(clips)]
+    assert transcribe(loaded.model, clips, budget=20_000) == alone
+
+
+def test_batches_stay_under_the_budget_and_cover_an_epoch():
+    lengths = np.random.default_rng(2).integers(1_000, 9_000, 200)
+    batches = Batches(lengths, budget=30_000, seed=0)
+    batches._new_epoch()
+    epoch = list(batches.pending)
+    assert sorted(int(i) for b in epoch for i in b) == list(range(200))
+    assert all(lengths[b].max() * len(b) <= 30_000 for b in epoch)

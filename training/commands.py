@@ -30,14 +30,18 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from service.wav2vec2.attention import use_kernel
 from service.wav2vec2.config import Wav2Vec2Config
 from service.wav2vec2.features import normalize
 from service.wav2vec2.heads import Wav2Vec2ForSequenceClassification
 from service.wav2vec2.loading import read_weights, rename
 from training import export
 from training.data import HELDOUT_VARIANTS, SAMPLE_RATE, VOICES, _rng, espeak, seen_variants
+from training.forward import training_hidden
+from training.hardware import choose_dtype, machine
+from training.optim import update_average
 from training.sentences import common_words
-from training.train import RUNS_DIR, choose_dtype, machine, training_hidden, update_average
+from training.train import RUNS_DIR
 
 COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 UNKNOWN = "_unknown_"
@@ -153,8 +157,8 @@ def accuracy(model: Wav2Vec2ForSequenceClassification, waves: list[Tensor],
              labels: Tensor) -> dict[str, Any]:
     """Through the serving forward, 64 clips a call; also the per-label accuracy."""
     model.eval()
-    model.wav2vec2.set_attention("auto")
-    preds = torch.cat([model(waves[i:i + 64]).argmax(-1) for i in range(0, len(waves), 64)])
+    with use_kernel(model, "auto"):
+        preds = torch.cat([model(waves[i:i + 64]).argmax(-1) for i in range(0, len(waves), 64)])
     model.train()
     per_label = {LABELS[k]: float((preds[labels == k] == k).float().mean())
                  for k in range(len(LABELS))}

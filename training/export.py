@@ -203,7 +203,7 @@ def check(model_dir: Path, wav: Path | None = None) -> float:
 
     from service.wav2vec2.features import normalize
     from service.wav2vec2.heads import Wav2Vec2ForCTC
-    from training.train import load_weights
+    from training.weights import load_weights
 
     if wav is None:
         x = np.random.default_rng(0).normal(0, 0.1, 32_000).astype(np.float32)

@@ -24,7 +24,8 @@ from tqdm import tqdm
 from service.wav2vec2.config import Wav2Vec2Config
 from service.wav2vec2.heads import Head
 from service.wav2vec2.loading import read_weights, rename
-from training.train import choose_dtype, machine, update_average
+from training.hardware import choose_dtype, machine
+from training.optim import update_average
 
 
 def head_config(init: Path, layers: int, **fields: Any) -> Wav2Vec2Config:

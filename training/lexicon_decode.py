@@ -24,9 +24,10 @@ import torch
 
 from service.wav2vec2.loading import load_model
 from training import export
+from training.corpus import Split
 from training.data import DATA_DIR, HELDOUT_SETS
+from training.forward import transcribe
 from training.text import BLANK, DELIMITER, encode, error_rates, greedy
-from training.train import Split, transcribe
 
 _LOG0 = -1e30
 
@@ -168,7 +169,8 @@ def main() -> None:
             logits = [loaded.model([c]).data for c in clips]
             logps[name] = [x.double().log_softmax(-1).numpy() for x in logits]
             refs[name] = [" ".join(t.upper().split()) for t in split.texts]
-            assert transcribe(loaded.model, clips[:2], 10**9) == [greedy(x) for x in logits[:2]]
+            raw = [split.samples(i) for i in range(2)]
+            assert transcribe(loaded.model, raw, 10**9) == [greedy(x) for x in logits[:2]]
 
     lms = {"unigram": LanguageModel(train_texts, bigram=False),
            "bigram": LanguageModel(train_texts, bigram=True)}

@@ -41,8 +41,9 @@ from service.wav2vec2.model import Packed
 from training import export, finetune
 from training.data import HELDOUT_VARIANTS, SAMPLE_RATE, VOICES, _rng, espeak, seen_variants
 from training.examples import EXAMPLES_DIR
+from training.forward import training_hidden
 from training.sentences import RESERVED, natural_sentence, random_sequence
-from training.train import RUNS_DIR, training_hidden
+from training.train import RUNS_DIR
 
 MODEL_DIR = export.MODEL_DIR.parent / "demo-speakers"
 DATA_DIR = Path(__file__).parent / "data" / "speakers"
@@ -217,7 +218,6 @@ def batches(clips: list[np.ndarray], labels: Tensor, group: tuple[Speaker, ...],
 def embed(model: Wav2Vec2ForXVector, clips: list[np.ndarray]) -> np.ndarray:
     """Unit-length embeddings through the serving forward, 32 clips a call."""
     model.eval()
-    model.wav2vec2.set_attention("auto")  # training_hidden swapped in the training kernel
     out = torch.cat([model([as_input(x) for x in clips[i:i + 32]])
                      for i in range(0, len(clips), 32)])
     return F.normalize(out, dim=-1).numpy()

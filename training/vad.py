@@ -35,8 +35,9 @@ from service.wav2vec2.heads import Head, Wav2Vec2ForAudioFrameClassification
 from training import export, finetune
 from training.data import HELDOUT_VARIANTS, SAMPLE_RATE, VOICES, _rng, espeak, seen_variants
 from training.examples import EXAMPLES_DIR
+from training.forward import training_hidden
 from training.sentences import RESERVED, natural_sentence, random_sequence
-from training.train import RUNS_DIR, training_hidden
+from training.train import RUNS_DIR
 
 MODEL_DIR = export.MODEL_DIR.parent / "demo-vad"
 DATA_DIR = Path(__file__).parent / "data" / "vad"
@@ -202,7 +203,6 @@ def frame_logits(model: Wav2Vec2ForAudioFrameClassification, clips: list[np.ndar
         np.ndarray]:
     """Per-clip (frames, labels) logits through the serving forward."""
     model.eval()
-    model.wav2vec2.set_attention("auto")  # training_hidden swapped in the training kernel
     out = []
     for i in range(0, len(clips), 16):
         out += [x.numpy() for x in model([torch.from_numpy(normalize(c))

@@ -35,6 +35,7 @@ _FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "leaky_relu": F.leaky_relu,
     "elu": F.elu,
 }
+NAMES = frozenset(_FUNCTIONS)  # what config.json may name; config.py checks against it
 
 
 class Activation(nn.Module):

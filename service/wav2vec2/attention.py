@@ -6,17 +6,21 @@ Three kernels, chosen once per model:
 - "sdpa": torch's scaled_dot_product_attention per clip on CPU; on CUDA, torch's packed
   variable-length kernel (FlashAttention) when present, else a padded batch with a key mask;
 - "flash": flash-attn 2's flash_attn_varlen_func (optional package, CUDA, fp16/bf16).
+A fourth, "padded" (one key-masked SDPA call over the padded batch, any device), is what
+training runs under `use_kernel`: per-clip slices cost a zero-filled gradient per clip.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +108,9 @@ def _gpu_sdpa(dtype: torch.dtype) -> AttentionFn:
 
 @functools.cache
 def select(kind: str, device_type: str, dtype: torch.dtype) -> tuple[str, AttentionFn]:
-    """Resolves auto/eager/sdpa/flash to the kernel that will run, and names it."""
+    """Resolves auto/eager/sdpa/flash/padded to the kernel that will run, and names it."""
+    if kind == "padded":
+        return "padded", _padded_sdpa
     if kind in ("flash", "auto") and device_type == "cuda" and dtype != torch.float32:
         fn = _flash_attn()
         if fn is not None:
@@ -116,3 +122,21 @@ def select(kind: str, device_type: str, dtype: torch.dtype) -> tuple[str, Attent
     if device_type == "cuda":
         return "sdpa", _gpu_sdpa(dtype)
     return "sdpa", _per_clip(_sdpa)
+
+
+@contextlib.contextmanager
+def use_kernel(model: nn.Module, kind: str) -> Iterator[str]:
+    """Runs model's attention with the `kind` kernel inside the block (any kind `select`
+    takes); the kernels it had come back on exit. Yields the resolved kernel's name.
+
+    model: a Wav2Vec2Model or a head holding one as `.wav2vec2`.
+    """
+    backbone: Any = getattr(model, "wav2vec2", model)
+    layers = [layer.attention for layer in backbone.encoder.layers]
+    saved = backbone.attention_kind, [a.kernel for a in layers]
+    try:
+        yield backbone.set_attention(kind)
+    finally:
+        backbone.attention_kind = saved[0]
+        for attention, kernel in zip(layers, saved[1]):
+            attention.kernel = kernel

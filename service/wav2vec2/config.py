@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ModelError
+from service.wav2vec2.activations import NAMES as ACTIVATIONS
 
 # Heads we serve, by the class name in config.json's `architectures`, and their task.
 TASKS = {
@@ -17,23 +18,6 @@ TASKS = {
     "Wav2Vec2ForXVector": "embed",
     "Wav2Vec2ForAudioFrameClassification": "frames",
     "Wav2Vec2Model": "embed",
-}
-ACTIVATIONS = {
-    "gelu",
-    "gelu_new",
-    "gelu_fast",
-    "gelu_pytorch_tanh",
-    "quick_gelu",
-    "relu",
-    "relu6",
-    "silu",
-    "swish",
-    "mish",
-    "tanh",
-    "sigmoid",
-    "linear",
-    "leaky_relu",
-    "elu",
 }
 
 

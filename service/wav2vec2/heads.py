@@ -6,11 +6,13 @@ over each clip's own frames, so no head sees another clip's padding.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from service.wav2vec2.config import Wav2Vec2Config
+from service.wav2vec2.features import FeatureExtractor
 from service.wav2vec2.model import Packed, Wav2Vec2Model
 
 
@@ -34,6 +36,17 @@ class Head(nn.Module):
         weights = self.layer_weights.softmax(dim=-1)
         mixed = (torch.stack(states) * weights[:, None, None]).sum(dim=0)
         return out.with_data(mixed)
+
+    def infer(self, clips: list[np.ndarray], features: FeatureExtractor) -> list[np.ndarray]:
+        """Raw clips (T_i,) -> this head's output per clip as float32 numpy: (frames_i, C) for
+        per-frame heads, (C,) for pooled ones. Each clip is normalised over itself and moved to
+        the weights' device and dtype; all run in one padding-free forward pass."""
+        p = next(self.parameters())
+        inputs = [torch.from_numpy(features(c)).to(p.device, p.dtype) for c in clips]
+        with torch.inference_mode():
+            out = self(inputs)
+        parts = out.split() if isinstance(out, Packed) else list(out)
+        return [x.float().cpu().numpy() for x in parts]
 
 
 class Wav2Vec2ForCTC(Head):

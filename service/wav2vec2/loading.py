@@ -8,7 +8,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor
 
@@ -27,6 +29,8 @@ RENAMES = [
 ]
 # Pre-training parts that an encoder served for embeddings does not use.
 PRETRAINING_ONLY = ("quantizer.", "project_hid.", "project_q.")
+# Weights that fuse_qkv copies into one tensor at load (see _read_safetensors).
+FUSED = re.compile(r"\.attention\.[qkv]_proj\.")
 HUB_FILES = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.md"]
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -58,6 +62,11 @@ class LoadedModel:
     @property
     def min_samples(self) -> int:
         return self.config.min_samples()
+
+    def forward(self, clips: list[np.ndarray]) -> list[np.ndarray]:
+        """The batch forward (Head.infer with this checkpoint's feature extractor): clips
+        (T_i,) float32 -> one float32 numpy output per clip, independent of the batch."""
+        return self.model.infer(clips, self.features)
 
 
 def resolve(source: str) -> Path:
@@ -99,11 +108,26 @@ def read_weights(path: Path) -> dict[str, Tensor]:
 def _read_file(f: Path) -> dict[str, Tensor]:
     try:
         if f.suffix == ".safetensors":
-            return load_file(str(f))
+            return _read_safetensors(f)
         # weights_only: a .bin is a pickle; never let it construct arbitrary objects.
         return torch.load(str(f), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelError(f"cannot read weights {f}: {exc}") from exc
+
+
+def _read_safetensors(f: Path) -> dict[str, Tensor]:
+    """Memory-mapped, so a weight's pages are read (and counted in RSS) when first used; but
+    the q/k/v projections are read with pread into their own memory: fuse_qkv copies them
+    into one tensor, and mapped pages, once read, would stay resident beside that copy
+    (288 MiB for a large model)."""
+    weights = load_file(str(f))
+    fused = [k for k in weights if FUSED.search(k)]
+    try:
+        with safe_open(str(f), framework="pt", backend="pread") as reader:  # type: ignore[call-arg]
+            weights.update({k: reader.get_tensor(k) for k in fused})
+    except TypeError:  # safetensors < 0.8 has no pread backend: mapped, as the rest
+        pass
+    return weights
 
 
 def rename(
@@ -177,6 +201,7 @@ def load_model(
         model.load_state_dict(weights, strict=True, assign=True)
     except RuntimeError as exc:  # shape mismatch: config and weights disagree
         raise ModelError(f"{path}: {exc}") from exc
+    del weights  # the parameters hold the tensors now; fuse_qkv can free the q/k/v ones
     # Fold the positional conv's weight norm into a plain weight once, not every forward, in
     # fp32 at least: folded in a fp16 checkpoint's own dtype, g * v / ||v|| is off by ~1e-4
     # relative, which the trained demo model turns into 1e-4 of its logits (transformers

@@ -162,15 +162,19 @@ class Attention(nn.Module):
 
     @torch.no_grad()
     def fuse_qkv(self) -> None:
-        """Inference: one (D, 3D) projection instead of three; keeps the checkpoint modules."""
+        """Inference: one (D, 3D) projection instead of three. The checkpoint modules stay
+        (state_dict keys unchanged) as views into the fused tensors: the weights held once."""
         projections = (self.q_proj, self.k_proj, self.v_proj)
         d = self.q_proj.in_features
-        self.qkv = nn.Linear(
-            d, 3 * d, device=self.q_proj.weight.device, dtype=self.q_proj.weight.dtype
-        )
-        self.qkv.weight.copy_(torch.cat([p.weight for p in projections]))
-        self.qkv.bias.copy_(torch.cat([p.bias for p in projections]))
-        self.qkv.requires_grad_(False)
+        with torch.device("meta"):  # no init: the fused tensors come from the checkpoint's
+            self.qkv = nn.Linear(d, 3 * d)
+        weight = torch.cat([p.weight for p in projections])  # (3D, D)
+        bias = torch.cat([p.bias for p in projections])  # (3D,)
+        self.qkv.weight = nn.Parameter(weight, requires_grad=False)
+        self.qkv.bias = nn.Parameter(bias, requires_grad=False)
+        for i, p in enumerate(projections):
+            p.weight = nn.Parameter(weight[i * d : (i + 1) * d], requires_grad=False)
+            p.bias = nn.Parameter(bias[i * d : (i + 1) * d], requires_grad=False)
 
     def forward(self, x: Tensor, cu: Tensor, max_len: int) -> Tensor:
         n, d = x.shape
@@ -325,11 +329,3 @@ class Wav2Vec2Model(nn.Module):
         if self.adapter is not None:
             out = self.adapter(out)
         return out, states
-
-
-def __getattr__(name: str):  # the heads live in heads.py; old imports keep working
-    if name in ("Wav2Vec2ForCTC",):
-        from service.wav2vec2 import heads
-
-        return getattr(heads, name)
-    raise AttributeError(name)
