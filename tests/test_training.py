@@ -164,3 +164,37 @@ def test_batches_stay_under_the_budget_and_cover_an_epoch():
     epoch = list(batches.pending)
     assert sorted(int(i) for b in epoch for i in b) == list(range(200))
     assert all(lengths[b].max() * len(b) <= 30_000 for b in epoch)
+
+
+def test_shards_written_during_a_round_join_it(tmp_path):
+    """A round can start before `training.data` has finished: new shards join at the next
+    evaluation, and the round's record says how much data it trained on."""
+    corpus = tiny_corpus(tmp_path / "data")
+    args = train.parse_args(
+        [
+            "--from-scratch",
+            "--data",
+            str(corpus),
+            "--run",
+            str(tmp_path / "run"),
+            "--dtype",
+            "float32",
+            "--threads",
+            "1",
+            "--batch-seconds",
+            "3",
+        ]
+    )
+    model, history, init = train.initial_model(args)
+    r = train.Round(args, None, model, history, init)
+    before = len(r.train)
+    r.add_new_shards()  # nothing new: unchanged
+    assert len(r.train) == before
+    for ext in ("npy", "json"):
+        (corpus / f"train-00001.{ext}").write_bytes((corpus / f"train-00000.{ext}").read_bytes())
+    r.add_new_shards()
+    assert len(r.train) == 2 * before
+    assert r.entry["train_utterances"] == 2 * before
+    first = r.batches.next()  # a new epoch over the grown split
+    covered = {int(i) for b in [first, *r.batches.pending] for i in b}
+    assert covered == set(range(2 * before))

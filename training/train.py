@@ -179,7 +179,7 @@ class Round:
         # What is evaluated and exported: the weight average, or the weights themselves.
         self.averaged = copy.deepcopy(model) if args.ema > 0 else model
         shards = sorted(f.stem for f in args.data.glob("train-*.json"))
-        self.train = Split.load(args.data, shards)
+        self.train, self.shards = Split.load(args.data, shards), len(shards)
         self.heldout = {k: Split.load(args.data, [f"heldout-{k}"]) for k in HELDOUT_SETS}
         self.budget = int(args.batch_seconds * SAMPLE_RATE)
         print(
@@ -217,6 +217,8 @@ class Round:
                 args.max_steps is not None and self.step >= args.max_steps
             )
             if elapsed >= self.next_eval or done:
+                if not done:
+                    self.add_new_shards()
                 self.evaluate(elapsed)
                 self.next_eval = self.clock() + args.eval_every * 60
             if done:
@@ -231,6 +233,22 @@ class Round:
                 self.next_export = self.clock() + args.export_every * 60
             self.train_step(elapsed)
         self.bar.close()
+
+    def add_new_shards(self) -> None:
+        """Shards that `training.data` synthesized in the background since the round started
+        join it (so a round can start before the corpus is complete)."""
+        args = self.args
+        shards = sorted(f.stem for f in args.data.glob("train-*.json"))
+        if len(shards) <= self.shards:
+            return
+        self.train, self.shards = Split.load(args.data, shards), len(shards)
+        seed = args.seed + self.entry["round"] + len(shards)
+        self.batches = Batches(self.train.length, self.budget, seed)
+        self.longest = float(self.train.length.max())
+        hours = round(self.train.hours(), 2)
+        self.entry.update(train_utterances=len(self.train), train_hours=hours)
+        self.history["data"] = {"description": data_description(self.train)}
+        tqdm.write(f"[data] {len(shards)} shards, {self.train.hours():.1f} h", file=sys.stdout)
 
     def train_step(self, elapsed: float) -> None:
         args, step, train = self.args, self.step, self.train
