@@ -152,6 +152,15 @@ def model_card(h: dict[str, Any]) -> str:
         lines += ["", f"fp16 weights vs fp32 on the held-out sets: mean CER {_pct(c['fp32_cer'])} "
                       f"(fp32) vs {_pct(c['fp16_cer'])} (fp16), {c['changed']} of {c['n']} "
                       "transcripts changed."]
+    if h.get("longform"):
+        lf = h["longform"]
+        lines += ["", "## Long recordings with pauses (greedy)", "",
+                  f"{lf['recordings']} recordings of held-out natural sentences joined by "
+                  f"{lf['pauses_s'][0]:.1f}-{lf['pauses_s'][1]:.1f} s pauses ({lf['sentences']} "
+                  f"sentences, {lf['seconds']:.0f} s in all, each >= 60 s), transcribed whole "
+                  "through the service's long-audio path: WER "
+                  f"{_pct(lf['wer_long'])}, against {_pct(lf['wer_alone'])} for the same "
+                  "sentences sent one by one (`python -m training.longform --write`)."]
     if h.get("lexicon"):
         lx = h["lexicon"]
         lines += ["", "## Greedy vs a word-constrained beam decoder (report only)", "",
@@ -169,8 +178,9 @@ def model_card(h: dict[str, Any]) -> str:
         lines += ["## Data", "", *data.get("description", []), ""]
     lines += ["## Rounds", "",
               "Minutes are wall clock, evaluation included, on 2 CPU cores. Other jobs shared "
-              "those cores in round 1 (heavily) and round 3 (test runs, roughly a fifth of its "
-              "time), so their speed figures are low.", "",
+              "those cores in round 1 (heavily), round 3 (test runs, roughly a fifth of its "
+              "time) and round 4 (one training thread beside other engineers' test runs, "
+              "load 12-16), so their speed figures are low.", "",
               "| round | start | machine | from | minutes | steps | audio hours seen "
               "| audio s per s | status |",
               "|---|---|---|---|---|---|---|---|---|"]
