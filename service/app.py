@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from service import __version__
+from service import __version__, sandbox
 from service.engine import Engine
 from service.errors import ServiceError
 from service.lifecycle import Lifecycle
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runtimes = runtimes
         for runtime in runtimes.values():
             runtime.batcher.start()
+        await asyncio.to_thread(sandbox.pool(sandbox.decode_limits(settings)).start)
         lifecycle.set_ready(True)
         try:
             yield
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # After a SIGTERM drain, only what is left of drain_timeout, not a second one.
             timeout = lifecycle.drain_time_left(settings.drain_timeout)
             await asyncio.gather(*(r.batcher.stop(timeout) for r in runtimes.values()))
+            sandbox.close_pool()
 
     app = FastAPI(
         title="Wav2Vec2 inference service",

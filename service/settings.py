@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     # Request limits, enforced while reading
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1024)
     max_audio_seconds: float = Field(3600.0, gt=0)
+    # Isolated FFmpeg decoding (sandbox.py): worker processes, their time and memory limits
+    decode_workers: int = Field(2, ge=1)
+    decode_timeout: float = Field(60.0, gt=0)
+    decode_queue_timeout: float = Field(10.0, gt=0)
+    decode_memory_mb: int = Field(1024, ge=64)
 
     # Long audio: windows of chunk_seconds with stride_seconds of context on each side
     chunk_seconds: float = Field(30.0, gt=0)
