@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from service import __version__, sandbox
 from service.engine import Engine
@@ -88,7 +89,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(predict.router)
     _include_optional_routers(app)
-    app.add_middleware(RequestMiddleware, lifecycle=lifecycle, max_upload=settings.max_upload_bytes)
+    app.add_middleware(
+        RequestMiddleware,
+        lifecycle=lifecycle,
+        max_upload=settings.max_upload_bytes,
+        body_timeout=settings.body_timeout,
+    )
     if settings.cors_origins:  # outermost, so the middleware's own 413/503 answers carry it too
         app.add_middleware(
             CORSMiddleware,
@@ -118,6 +124,8 @@ def error_response(exc: ServiceError) -> JSONResponse:
     headers = {}
     if exc.retry_after is not None or exc.status in (429, 503):
         headers["Retry-After"] = str(max(1, round(exc.retry_after or 1)))
+    if exc.status == 401:  # RFC 9110 11.6.1: a 401 names the scheme it wants
+        headers["WWW-Authenticate"] = 'Bearer realm="w2v"'
     return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
 
@@ -127,6 +135,12 @@ def _add_error_handlers(app: FastAPI) -> None:
         if exc.status >= 500:
             log.error("%s: %s", exc.code, exc.message)
         return error_response(exc)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client hung up mid-upload: its doing, not a server error (counted as 499).
+        return error_response(ServiceError("the client closed the request", code="client_closed",
+                                           status=499))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     drain_timeout: float = Field(30.0, ge=0)
+    # Slow clients: a request's headers must arrive within header_timeout of the connection
+    # (or of the previous answer), and its body may pause at most body_timeout at a time.
+    # Generous: a phone on a poor link uploads slowly but steadily.
+    header_timeout: float = Field(30.0, gt=0)
+    body_timeout: float = Field(60.0, gt=0)
     verify_threshold: float = Field(0.7, ge=-1, le=1)
 
     _split = field_validator("model", "api_keys", "cors_origins", mode="before")(_split_csv)
