@@ -17,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from service.lifecycle import Lifecycle
+from service.slow_clients import protocol_with
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ def run(app: FastAPI, host: str, port: int, log_level: str, drain_timeout: float
         port=port,
         log_level=log_level,
         timeout_graceful_shutdown=5,
+        http=protocol_with(settings.header_timeout),
         # uvicorn's WebSocket defaults (16 MiB x 32 queued messages) would buffer ~512 MiB per
         # stream before the stream's own back-pressure applies; keep the socket's share small.
         ws_max_size=2 * settings.stream_max_frame_bytes,

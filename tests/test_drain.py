@@ -19,6 +19,7 @@ from tests.test_server import SLOW_SERVICE, wav_bytes
 BATCH_DELAY = 4.0  # every forward pass takes this long: requests outlive the drain timeout
 DRAIN_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.5
+HEADER_TIMEOUT = 1.5
 
 
 class Server:
@@ -28,7 +29,7 @@ class Server:
         self.log = tmp_path / "server.log"
         args = ["serve", "--model", f"asr={model}", "--port", str(self.port), "--device", "cpu",
                 "--max-batch-size", "1", "--drain-timeout", str(DRAIN_TIMEOUT),
-                "--body-timeout", str(BODY_TIMEOUT)]
+                "--body-timeout", str(BODY_TIMEOUT), "--header-timeout", str(HEADER_TIMEOUT)]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", SLOW_SERVICE, str(BATCH_DELAY), *args],
@@ -122,6 +123,24 @@ def test_a_slow_but_steady_upload_is_not_cut_off(server):
         while chunk := sock.recv(65536):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST /v1/transcribe HTTP/1.1\r\nHost: x\r\nCont"])
+def test_idle_and_partial_header_sockets_are_closed(server, sent):
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(sent)
+        sock.settimeout(HEADER_TIMEOUT + 10)
+        started = time.monotonic()
+        assert sock.recv(4096) == b""  # closed by the server, no answer
+    assert HEADER_TIMEOUT - 0.1 < time.monotonic() - started < HEADER_TIMEOUT + 5
+
+
+def test_a_keep_alive_connection_serves_after_the_header_timeout(server):
+    """The header timer restarts with each request: a connection is not cut off mid-use."""
+    with httpx.Client(base_url=server.base) as client:
+        for _ in range(2):
+            assert client.get("/healthz").status_code == 200
+            time.sleep(HEADER_TIMEOUT * 0.7)
 
 
 async def test_401_names_the_bearer_scheme(checkpoints):
