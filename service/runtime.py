@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service import metrics
+from service.admission import Throughput, admit, estimate
 from service.batcher import DEFAULT_PRIORITY, Batcher, BatchObserver
 from service.engine import Engine
 from service.schemas import ModelCard, Prediction
@@ -17,9 +18,11 @@ from service.settings import Settings
 class PrometheusObserver(BatchObserver):
     """Feeds the batcher's events into the w2v_ metrics, labelled by model."""
 
-    def __init__(self, model: str, sampling_rate: int) -> None:
+    def __init__(self, model: str, sampling_rate: int, throughput: Throughput) -> None:
         self.model = model
         self.rate = sampling_rate
+        self.throughput = throughput
+        self._batch_cost = 0
         # Export the autoscaling gauges from the start: an HPA needs every pod's series.
         self.queue_changed(0, 0)
 
@@ -29,11 +32,14 @@ class PrometheusObserver(BatchObserver):
 
     def batch_started(self, size: int, padded_cost: int, queue_times: list[float]) -> None:
         metrics.BATCH_SIZE.labels(self.model).observe(size)
+        self._batch_cost = padded_cost
         for t in queue_times:
             metrics.QUEUE_DURATION.labels(self.model).observe(t)
 
     def batch_finished(self, size: int, seconds: float, error: BaseException | None) -> None:
         metrics.INFERENCE_DURATION.labels(self.model).observe(seconds)
+        if error is None:
+            self.throughput.observe(self._batch_cost / self.rate, seconds)
         if error is not None:
             metrics.BATCH_FAILURES.labels(self.model, type(error).__name__).inc()
 
@@ -49,6 +55,7 @@ class ModelRuntime:
         self.engine = engine
         self.name = engine.name
         self.settings = settings
+        self.throughput = Throughput()
         self.batcher: Batcher[np.ndarray, np.ndarray] = Batcher(
             run_batch=engine.run_batch,
             max_batch_size=settings.max_batch_size,
@@ -56,7 +63,7 @@ class ModelRuntime:
             max_wait_ms=settings.max_wait_ms,
             max_queue=settings.max_queue,
             name=engine.name,
-            observer=PrometheusObserver(engine.name, engine.sampling_rate),
+            observer=PrometheusObserver(engine.name, engine.sampling_rate, self.throughput),
         )
 
     async def predict(
@@ -69,6 +76,10 @@ class ModelRuntime:
     ) -> tuple[Prediction, Timings]:
         """Windows of one clip through the shared batcher, then one Prediction."""
         plan = self.engine.plan(len(samples))
+        rate = self.engine.sampling_rate
+        work = sum(w.end - w.start for w in plan) / rate
+        est = estimate(self.batcher.inflight_cost / rate, work, self.throughput)
+        admit(est, self.settings.max_queue_time, self.settings.request_timeout)
         windows = [
             asyncio.ensure_future(
                 self.batcher.submit_timed(

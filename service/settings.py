@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(5.0, ge=0)
     max_queue: int = Field(256, ge=1)
     request_timeout: float = Field(120.0, gt=0)
+    # Admission (admission.py): refuse (429) a request expected to wait longer than this
+    max_queue_time: float = Field(10.0, gt=0)
 
     # Request limits, enforced while reading
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1024)
