@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.metrics import REGISTRY
+from service.openapi_docs import text_response
 
 router = APIRouter(tags=["operations"])
 
@@ -16,7 +18,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "Starting or draining"}})
 async def readyz(request: Request, response: Response) -> dict[str, str]:
     """200 once models are loaded and warm; 503 before that and while draining."""
     lifecycle = request.app.state.lifecycle
@@ -27,7 +29,9 @@ async def readyz(request: Request, response: Response) -> dict[str, str]:
     return {"status": "draining" if lifecycle.draining else "starting"}
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics", response_class=PlainTextResponse, responses=text_response("Prometheus text format")
+)
 async def metrics() -> Response:
     """Prometheus text format."""
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

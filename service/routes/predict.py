@@ -7,6 +7,7 @@ import asyncio
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 
+from service.openapi_docs import INFERENCE_ERRORS, error_responses
 from service.routes.deps import (
     SettingsDep,
     decode,
@@ -19,7 +20,12 @@ from service.routes.deps import (
 from service.runtime import Timings
 from service.schemas import ModelCard, Prediction, VerifyResult
 
-router = APIRouter(prefix="/v1", tags=["inference"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/v1",
+    tags=["inference"],
+    dependencies=[Depends(require_api_key)],
+    responses=error_responses(*INFERENCE_ERRORS),
+)
 
 AUDIO_BODY = {
     "requestBody": {
