@@ -197,6 +197,10 @@ async def decode_isolated(data: bytes, limits: PoolLimits, **kwargs: object) -> 
     except AudioError as exc:
         if exc.code not in _RETRY_WITH_FFMPEG or not data:
             raise
+    except (ServiceError, MemoryError):
+        raise
+    except Exception:  # libsndfile failing oddly on the bytes: the worker gives the verdict
+        log.warning("in-process decoding failed; trying a decoder process", exc_info=True)
     decoders = pool(limits)
     deadline = time.monotonic() + limits.queue_timeout
     future = decoders.executor.submit(decoders.decode, data, deadline, **kwargs)

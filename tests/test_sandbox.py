@@ -170,3 +170,14 @@ def test_no_free_worker_within_the_queue_timeout_is_503(tmp_path, hour):
         assert asyncio.run(both()).duration == pytest.approx(3600, abs=0.1)
     finally:
         sandbox.close_pool()
+
+
+def test_an_odd_failure_in_process_is_left_to_a_worker(tmp_path, limits, monkeypatch):
+    """libsndfile raising something unexpected is not a 500: a decoder process decides."""
+    flac = ffmpeg(tmp_path, "t.flac", "-i", "sine=f=300:r=16000", "-t", "1")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("libsndfile had a bad day")
+
+    monkeypatch.setattr(sandbox, "decode_audio", broken)  # this process only
+    assert decode(flac, limits).duration == pytest.approx(1.0)
