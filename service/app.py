@@ -12,8 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
-from service import __version__
+from service import __version__, sandbox
 from service.errors import ServiceError
 from service.lifecycle import Lifecycle
 from service.middleware import RequestMiddleware
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.models = models
         for model in models.values():
             model.start()
+        await asyncio.to_thread(sandbox.pool(sandbox.decode_limits(settings)).start)
         lifecycle.set_ready(True)
         try:
             yield
@@ -43,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # After a SIGTERM drain, only what is left of drain_timeout, not a second one.
             timeout = lifecycle.drain_time_left(settings.drain_timeout)
             await asyncio.gather(*(m.stop(timeout) for m in models.values()))
+            sandbox.close_pool()
 
     app = FastAPI(
         title="Wav2Vec2 inference service",
@@ -58,7 +61,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _add_error_handlers(app)
     for module in (health, predict, openai, stream, page):
         app.include_router(module.router)
-    app.add_middleware(RequestMiddleware, lifecycle=lifecycle, max_upload=settings.max_upload_bytes)
+    app.add_middleware(
+        RequestMiddleware,
+        lifecycle=lifecycle,
+        max_upload=settings.max_upload_bytes,
+        body_timeout=settings.body_timeout,
+    )
     if settings.cors_origins:  # outermost, so the middleware's own 413/503 answers carry it too
         app.add_middleware(
             CORSMiddleware,
@@ -80,6 +88,12 @@ def _add_error_handlers(app: FastAPI) -> None:
         if exc.status >= 500:
             log.error("%s: %s", exc.code, exc.message)
         return error_response(exc)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client hung up mid-upload: its doing, not a server error (counted as 499).
+        return error_response(ServiceError("the client closed the request", code="client_closed",
+                                           status=499))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -235,15 +235,16 @@ def _read_av(data: bytes, target_rate: int, max_seconds: float) -> _Collector:
         col = _Collector(rate, stream.codec_context.channels, target_rate, max_seconds)
         if stream.duration is not None and stream.time_base is not None:
             col.check_header(float(stream.duration * stream.time_base) * col.rate)
-        # Planar float at the stream's rate: channels stay apart and are averaged like
-        # libsndfile's, and a mid-stream rate change does not change the clip's rate.
-        resampler = av.AudioResampler(format="fltp", rate=col.rate)
+        # Packed float at the stream's rate: a mid-stream rate change does not change the
+        # clip's rate. Not planar ("fltp"): PyAV's to_ndarray segfaults on planar output with
+        # 8+ channels (issue 20); packed comes out as (1, frames * channels), interleaved.
+        resampler = av.AudioResampler(format="flt", rate=col.rate)
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
-                    col.add(out.to_ndarray().T)
+                    col.add(_interleaved(out))
             for out in resampler.resample(None):
-                col.add(out.to_ndarray().T)
+                col.add(_interleaved(out))
         except (av.error.FFmpegError, ValueError, EOFError) as exc:
             if col.frames == 0:
                 raise _Unreadable(recognised=True) from exc
@@ -251,12 +252,22 @@ def _read_av(data: bytes, target_rate: int, max_seconds: float) -> _Collector:
     return col
 
 
-def decode_audio(data: bytes, target_rate: int, *, max_seconds: float, min_samples: int) -> Audio:
-    """Decode an uploaded file to mono float32 at target_rate (blocking: call it in a thread)."""
+def _interleaved(frame: av.AudioFrame) -> np.ndarray:
+    """A packed float frame -> (frames, channels) float32 (its own layout: it may change)."""
+    return frame.to_ndarray().reshape(-1, len(frame.layout.channels))
+
+
+def decode_audio(
+    data: bytes, target_rate: int, *, max_seconds: float, min_samples: int, ffmpeg: bool = True
+) -> Audio:
+    """Decode an uploaded file to mono float32 at target_rate (blocking: call it in a thread).
+    ffmpeg=False leaves FFmpeg out (the server runs it in a separate process: sandbox.py)."""
     if not data:
         raise AudioError("the upload is empty", code="empty_audio")
     recognised = empty = False
-    readers: tuple[Reader, ...] = (_read_soundfile, _read_riff_wav, _read_av)
+    readers: tuple[Reader, ...] = (_read_soundfile, _read_riff_wav)
+    if ffmpeg:
+        readers += (_read_av,)
     for read in readers:
         try:
             col = read(data, target_rate, max_seconds)

@@ -43,7 +43,10 @@ class ServiceError(Exception):
         return {"error": {"code": self.code, "message": self.message}}
 
     def headers(self) -> dict[str, str]:
-        """Retry-After for overload and unavailability, or wherever a wait was estimated."""
+        """Retry-After for overload and unavailability, or wherever a wait was estimated;
+        WWW-Authenticate on 401 (RFC 9110 11.6.1: a 401 names the scheme it wants)."""
+        if self.status == 401:
+            return {"WWW-Authenticate": 'Bearer realm="w2v"'}
         if self.retry_after is not None or self.status in RETRY_STATUSES:
             return retry_after_headers(self.retry_after)
         return {}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
 from service.metrics import READY
 
 log = logging.getLogger(__name__)
+# After the drain timeout: time for the aborted requests' 503s to be written.
+ABORT_GRACE_S = 2.0
 
 
 class Lifecycle:
@@ -22,6 +25,8 @@ class Lifecycle:
         self._idle.set()
         self._drain_deadline: float | None = None
         self.stopping = asyncio.Event()  # set when the drain begins: open streams wind up
+        self.aborted = asyncio.Event()  # set when the drain times out: requests get a 503
+        self.drain_timed_out = False
 
     def set_ready(self, ready: bool) -> None:
         self.ready = ready
@@ -57,7 +62,11 @@ class Lifecycle:
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except asyncio.TimeoutError:
-            log.warning("drain timeout: %d requests still in flight", self.inflight)
+            log.warning("drain timeout: %d requests still in flight get 503", self.inflight)
+            self.drain_timed_out = True
+            self.aborted.set()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), ABORT_GRACE_S)
             return False
         log.info("drained in %.2f s", time.monotonic() - started)
         return True

@@ -9,6 +9,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
+from service.drain import run_until_aborted, timed_receive
 from service.errors import ServiceError, TooLargeError, UnavailableError
 from service.lifecycle import Lifecycle
 
@@ -20,8 +21,11 @@ MULTIPART_SLACK = 64 * 1024
 
 
 class RequestMiddleware:
-    def __init__(self, app: ASGIApp, lifecycle: Lifecycle, max_upload: int) -> None:
+    def __init__(
+        self, app: ASGIApp, lifecycle: Lifecycle, max_upload: int, body_timeout: float = 60.0
+    ) -> None:
         self.app = app
+        self.body_timeout = body_timeout
         self.lifecycle = lifecycle
         self.max_upload = max_upload  # what the error message names
         # Room for multipart framing; read_upload checks each file against max_upload itself.
@@ -71,7 +75,10 @@ class RequestMiddleware:
 
         self.lifecycle.enter()
         try:
-            await self.app(scope, limited_receive, timed_send)
+            receive_body = timed_receive(limited_receive, self.body_timeout)
+            await run_until_aborted(
+                self.app, scope, receive_body, timed_send, self.lifecycle.aborted
+            )
         finally:
             self.lifecycle.leave()
             self._record(scope, status, started)

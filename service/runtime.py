@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from service import metrics
+from service.admission import Throughput, admit, estimate
 from service.audio import Audio, PcmDecoder
 from service.batcher import DEFAULT_PRIORITY, STREAM_PRIORITY, Batcher, BatchObserver, Timed
 from service.cost import fill_batches
@@ -31,9 +32,11 @@ log = logging.getLogger(__name__)
 class PrometheusObserver(BatchObserver):
     """Feeds the batcher's events into the w2v_ metrics, labelled by model."""
 
-    def __init__(self, model: str, sampling_rate: int) -> None:
+    def __init__(self, model: str, sampling_rate: int, throughput: Throughput) -> None:
         self.model = model
         self.rate = sampling_rate
+        self.throughput = throughput
+        self._batch_cost = 0
         # Export the autoscaling gauges from the start: an HPA needs every pod's series.
         self.queue_changed(0, 0)
 
@@ -43,11 +46,14 @@ class PrometheusObserver(BatchObserver):
 
     def batch_started(self, size: int, padded_cost: int, queue_times: list[float]) -> None:
         metrics.BATCH_SIZE.labels(self.model).observe(size)
+        self._batch_cost = padded_cost
         for t in queue_times:
             metrics.QUEUE_DURATION.labels(self.model).observe(t)
 
     def batch_finished(self, size: int, seconds: float, error: BaseException | None) -> None:
         metrics.INFERENCE_DURATION.labels(self.model).observe(seconds)
+        if error is None:
+            self.throughput.observe(self._batch_cost / self.rate, seconds)
         if error is not None:
             metrics.BATCH_FAILURES.labels(self.model, type(error).__name__).inc()
 
@@ -76,6 +82,8 @@ class ServedModel:
         self.min_samples = loaded.min_samples
         self.verify_threshold = verify_threshold(loaded)
         self._engine = Engine(loaded, settings.chunk_seconds, settings.stride_seconds)
+        # Measured per batch; admission turns queued audio into an expected wait with it.
+        self._throughput = Throughput()
         # Fault-injection tests wrap _batcher.run_batch; nothing outside this class reaches in.
         self._batcher: Batcher[np.ndarray, np.ndarray] = Batcher(
             run_batch=self._engine.run_batch,
@@ -84,7 +92,7 @@ class ServedModel:
             max_wait_ms=settings.max_wait_ms,
             max_queue=settings.max_queue,
             name=self.name,
-            observer=PrometheusObserver(self.name, self.sampling_rate),
+            observer=PrometheusObserver(self.name, self.sampling_rate, self._throughput),
         )
 
     @property
@@ -133,6 +141,10 @@ class ServedModel:
     ) -> Timed[Prediction]:
         """Windows of one clip through the shared batcher, then one Prediction."""
         plan = self._engine.plan(len(samples))
+        rate = self.sampling_rate
+        work = sum(w.end - w.start for w in plan) / rate
+        est = estimate(self._batcher.inflight_cost / rate, work, self._throughput)
+        admit(est, self._settings.max_queue_time, self._settings.request_timeout)
         windows = [
             asyncio.ensure_future(
                 self._batcher.submit_timed(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Generator
 from types import FrameType
@@ -15,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from service.lifecycle import Lifecycle
+from service.slow_clients import protocol_with
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +78,19 @@ def run(app: FastAPI, host: str, port: int, log_level: str, drain_timeout: float
         port=port,
         log_level=log_level,
         timeout_graceful_shutdown=5,
+        http=protocol_with(settings.header_timeout),
         # uvicorn's WebSocket defaults (16 MiB x 32 queued messages) would buffer ~512 MiB per
         # stream before the stream's own back-pressure applies; keep the socket's share small.
         ws_max_size=2 * settings.stream_max_frame_bytes,
         ws_max_queue=4,
     )
-    DrainingServer(config, app.state.lifecycle, drain_timeout).run()
+    lifecycle: Lifecycle = app.state.lifecycle
+    DrainingServer(config, lifecycle, drain_timeout).run()
+    if lifecycle.drain_timed_out:
+        # Every request was answered (503 for the ones cut off), but a batch may still be
+        # computing in a model thread; interpreter shutdown under it ends in std::terminate
+        # and SIGABRT (issue 20). Nothing is left to do: leave now, with the drain's status.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

@@ -40,10 +40,17 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(5.0, ge=0)
     max_queue: int = Field(256, ge=1)
     request_timeout: float = Field(120.0, gt=0)
+    # Admission (admission.py): refuse (429) a request expected to wait longer than this
+    max_queue_time: float = Field(10.0, gt=0)
 
     # Request limits, enforced while reading
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1024)
     max_audio_seconds: float = Field(3600.0, gt=0)
+    # Isolated FFmpeg decoding (sandbox.py): worker processes, their time and memory limits
+    decode_workers: int = Field(2, ge=1)
+    decode_timeout: float = Field(60.0, gt=0)
+    decode_queue_timeout: float = Field(10.0, gt=0)
+    decode_memory_mb: int = Field(1024, ge=64)
 
     # Long audio: windows of chunk_seconds with stride_seconds of context on each side
     chunk_seconds: float = Field(30.0, gt=0)
@@ -67,6 +74,11 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     drain_timeout: float = Field(30.0, ge=0)
+    # Slow clients: a request's headers must arrive within header_timeout of the connection
+    # (or of the previous answer), and its body may pause at most body_timeout at a time.
+    # Generous: a phone on a poor link uploads slowly but steadily.
+    header_timeout: float = Field(30.0, gt=0)
+    body_timeout: float = Field(60.0, gt=0)
     # None: each model's own `verify_threshold` (config.json), else 0.7.
     verify_threshold: float | None = Field(None, ge=-1, le=1)
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Request
 from starlette.datastructures import UploadFile
 
-from service.audio import Audio, decode_audio, decode_pcm
+from service.audio import Audio, decode_pcm
 from service.batcher import Timed
 from service.errors import (
     AudioError,
@@ -24,6 +24,7 @@ from service.errors import (
     UnsupportedMediaError,
 )
 from service.runtime import ServedModel
+from service.sandbox import decode_isolated, decode_limits
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ async def decode(upload: Upload, field: str, model: ServedModel, settings: Setti
             raise BadFieldError("raw PCM needs a sample_rate field", code="missing_sample_rate")
         channels = upload.int_field("channels", 1, 1, 1024)
         return await _in_thread(decode_pcm, data, rate, encoding, channels, **common)
-    return await _in_thread(decode_audio, data, **common)
+    return await decode_isolated(data, decode_limits(settings), **common)
 
 
 async def _in_thread(fn: Callable[..., Audio], *args: Any, **kwargs: Any) -> Audio:

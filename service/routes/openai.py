@@ -34,6 +34,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from service.errors import BadFieldError, NotFoundError
+from service.openapi_docs import INFERENCE_ERRORS, error_responses
 from service.routes.deps import (
     SettingsDep,
     decode,
@@ -47,7 +48,12 @@ from service.routes.deps import (
 from service.runtime import ServedModel
 from service.schemas import Prediction, Word
 
-router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/v1",
+    tags=["openai"],
+    dependencies=[Depends(require_api_key)],
+    responses=error_responses(*INFERENCE_ERRORS),
+)
 
 FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
 GRANULARITIES = ("word", "segment")

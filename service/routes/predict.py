@@ -8,6 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 
 from service.batcher import Timed
+from service.openapi_docs import INFERENCE_ERRORS, error_responses
 from service.routes.deps import (
     SettingsDep,
     decode,
@@ -20,7 +21,12 @@ from service.routes.deps import (
 )
 from service.schemas import ModelCard, Options, Prediction, VerifyResult
 
-router = APIRouter(prefix="/v1", tags=["inference"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/v1",
+    tags=["inference"],
+    dependencies=[Depends(require_api_key)],
+    responses=error_responses(*INFERENCE_ERRORS),
+)
 
 AUDIO_BODY = {
     "requestBody": {
