@@ -83,7 +83,7 @@ class ServedModel:
         self.verify_threshold = verify_threshold(loaded)
         self._engine = Engine(loaded, settings.chunk_seconds, settings.stride_seconds)
         # Measured per batch; admission turns queued audio into an expected wait with it.
-        self._throughput = Throughput()
+        self.throughput = Throughput()
         # Fault-injection tests wrap _batcher.run_batch; nothing outside this class reaches in.
         self._batcher: Batcher[np.ndarray, np.ndarray] = Batcher(
             run_batch=self._engine.run_batch,
@@ -92,7 +92,7 @@ class ServedModel:
             max_wait_ms=settings.max_wait_ms,
             max_queue=settings.max_queue,
             name=self.name,
-            observer=PrometheusObserver(self.name, self.sampling_rate, self._throughput),
+            observer=PrometheusObserver(self.name, self.sampling_rate, self.throughput),
         )
 
     @property
@@ -143,7 +143,7 @@ class ServedModel:
         plan = self._engine.plan(len(samples))
         rate = self.sampling_rate
         work = sum(w.end - w.start for w in plan) / rate
-        est = estimate(self._batcher.inflight_cost / rate, work, self._throughput)
+        est = estimate(self._batcher.inflight_cost / rate, work, self.throughput)
         admit(est, self._settings.max_queue_time, self._settings.request_timeout)
         windows = [
             asyncio.ensure_future(
