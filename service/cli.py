@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,13 +63,40 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="run a model on audio files, one JSON line each")
     _settings_flags(predict, PREDICT_SETTINGS)
     predict.add_argument(
-        "--task", default="auto", choices=["auto", "transcribe", "classify", "embed", "frames"]
+        "--task",
+        default="auto",
+        choices=["auto", "transcribe", "classify", "embed", "frames", "align"],
     )
     predict.add_argument("--top-k", type=int, default=5)
+    _align_flags(predict)
     predict.add_argument("--output", type=Path, help="write JSON lines here instead of stdout")
     predict.add_argument("--no-progress", action="store_true")
-    predict.add_argument("files", nargs="+")
+    predict.add_argument("files", nargs="*", metavar="FILE")
     return parser
+
+
+def _align_flags(predict: argparse.ArgumentParser) -> None:
+    """--task align: where each file's transcript comes from, and the answer's spans."""
+    texts = predict.add_mutually_exclusive_group()
+    texts.add_argument("--text", help="align: the transcript of every FILE")
+    texts.add_argument(
+        "--text-file",
+        action="append",
+        type=Path,
+        metavar="F",
+        help="align: a UTF-8 transcript file, repeated once per FILE in the same order",
+    )
+    texts.add_argument(
+        "--pairs",
+        type=Path,
+        metavar="PAIRS.jsonl",
+        help='align: lines of {"audio": path, "text": transcript} instead of FILEs; '
+        "relative paths are relative to the JSONL file",
+    )
+    predict.add_argument("--granularity", default="word", choices=["word", "char", "both"])
+    predict.add_argument(
+        "--star", action="store_true", help="align: word boundaries absorb speech the text lacks"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,17 +140,24 @@ def predict(settings: Settings, args: argparse.Namespace) -> int:
     if len(specs) != 1:
         raise ServiceError("predict takes one --model")
     name, source = specs[0]
-    model = build_model(settings, name, source, task=args.task, warmup=False)
+    inputs = _inputs(args)
+    aligning = args.task == "align"
+    # The checkpoint's own task: aligning needs a CTC head, which check_aligns names if absent.
+    model = build_model(
+        settings, name, source, task="auto" if aligning else args.task, warmup=False
+    )
+    if aligning:
+        model.check_aligns()
     out = args.output.open("w") if args.output else sys.stdout
     failures = 0
     bar = tqdm(
-        total=len(args.files),
+        total=len(inputs),
         unit="file",
-        disable=args.no_progress or len(args.files) < 2,
+        disable=args.no_progress or len(inputs) < 2,
         file=sys.stderr,
     )
     try:
-        for record in _predict_files(model, settings, args):
+        for record in _predict_files(model, settings, args, inputs):
             failures += "error" in record
             out.write(json.dumps(record) + "\n")
             out.flush()
@@ -134,47 +169,128 @@ def predict(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+@dataclass(frozen=True)
+class _Input:
+    """One input: its audio and, for --task align, where its transcript is."""
+
+    name: str  # as given: the output line's "file"
+    audio: Path
+    text: str | None = None
+    text_file: Path | None = None
+
+    def transcript(self) -> str:
+        if self.text_file is None:
+            assert self.text is not None  # _inputs gives every align input one or the other
+            return self.text
+        data = _read(self.text_file)
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ServiceError(
+                f"{self.text_file} is not UTF-8 text", code="invalid_text", status=422
+            ) from None
+
+
+def _inputs(args: argparse.Namespace) -> list[_Input]:
+    """The inputs in order, from FILEs (with --text / --text-file) or --pairs."""
+    given = args.text is not None or args.text_file or args.pairs
+    if given and args.task != "align":
+        raise ServiceError("--text, --text-file and --pairs go with --task align")
+    if args.task == "align" and not given:
+        raise ServiceError("--task align needs --text, --text-file or --pairs")
+    if args.pairs:
+        if args.files:
+            raise ServiceError("give the audio files in --pairs or as FILEs, not both")
+        return _pairs(args.pairs)
+    if not args.files:
+        raise ServiceError("no input files")
+    if args.text_file and len(args.text_file) != len(args.files):
+        raise ServiceError(
+            f"{len(args.text_file)} --text-file for {len(args.files)} FILEs: give one per FILE"
+        )
+    text_files = args.text_file or [None] * len(args.files)
+    return [_Input(f, Path(f), args.text, t) for f, t in zip(args.files, text_files)]
+
+
+def _pairs(path: Path) -> list[_Input]:
+    """--pairs: one {"audio": path, "text": transcript} object a line (blank lines skipped)."""
+    try:
+        lines = _read(path).decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise ServiceError(f"{path} is not UTF-8 text") from None
+    inputs = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            pair = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ServiceError(f"{path} line {number}: not JSON ({exc.msg})") from None
+        if not (
+            isinstance(pair, dict)
+            and isinstance(pair.get("audio"), str)
+            and isinstance(pair.get("text"), str)
+        ):
+            raise ServiceError(f'{path} line {number}: expected {{"audio": path, "text": str}}')
+        inputs.append(_Input(pair["audio"], path.parent / pair["audio"], pair["text"]))
+    if not inputs:
+        raise ServiceError(f"{path} has no pairs")
+    return inputs
+
+
 def _predict_files(
-    model: ServedModel, settings: Settings, args: argparse.Namespace
+    model: ServedModel, settings: Settings, args: argparse.Namespace, inputs: list[_Input]
 ) -> Iterator[dict[str, Any]]:
-    """Files in input order; decoding and inference in groups so memory stays bounded."""
+    """Inputs in order; decoding and inference in groups so memory stays bounded."""
     from service.schemas import Options
 
-    options = Options(top_k=args.top_k)
+    options = Options(top_k=args.top_k, granularity=args.granularity, star=args.star)
+    aligning = args.task == "align"
     group = max(1, settings.max_batch_size)
-    for i in range(0, len(args.files), group):
-        names = args.files[i : i + group]
-        results: dict[str, Prediction | ServiceError] = {}
-        decoded: dict[str, Audio] = {}
-        for name in names:
+    for i in range(0, len(inputs), group):
+        part = inputs[i : i + group]
+        results: dict[int, Prediction | ServiceError] = {}
+        decoded: dict[int, Audio] = {}
+        texts: dict[int, str] = {}
+        for k, item in enumerate(part):
             try:
-                decoded[name] = _decode_file(name, model, settings)
+                if aligning:
+                    texts[k] = item.transcript()
+                decoded[k] = _decode_file(item.audio, model, settings)
             except ServiceError as exc:
-                results[name] = exc
+                results[k] = exc
+        clips = list(decoded.values())
         predictions: list[Prediction | ServiceError]
         try:
-            predictions = list(model.predict_now(list(decoded.values()), options))
+            if aligning:
+                predictions = model.align_now(clips, [texts[k] for k in decoded], options)
+            else:
+                predictions = list(model.predict_now(clips, options))
         except Exception as exc:  # a model fault fails this group's files, not the whole run
             failed = ServiceError(f"inference failed: {exc}", code="inference_failed")
             predictions = [failed] * len(decoded)
         results.update(zip(decoded, predictions))
-        for name in names:
-            result = results[name]
+        for k, item in enumerate(part):
+            result = results[k]
             if isinstance(result, ServiceError):
-                yield {"file": name, **result.body()}
+                yield {"file": item.name, **result.body()}
             else:
-                yield {"file": name, **result.model_dump(exclude_none=True)}
+                yield {"file": item.name, **result.model_dump(exclude_none=True)}
 
 
-def _decode_file(name: str, model: ServedModel, settings: Settings) -> Audio:
-    from service.audio import decode_audio
-
+def _read(path: Path) -> bytes:
     try:
-        data = Path(name).read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise ServiceError(
-            f"cannot read {name}: {exc.strerror}", code="unreadable_file", status=400
+            f"cannot read {path}: {exc.strerror}", code="unreadable_file", status=400
         ) from None
+
+
+def _decode_file(path: Path, model: ServedModel, settings: Settings) -> Audio:
+    from service.audio import decode_audio
+
+    data = _read(path)
     return decode_audio(
         data,
         model.sampling_rate,
