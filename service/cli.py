@@ -187,7 +187,7 @@ class _Input:
             return data.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise ServiceError(
-                f"{self.text_file} is not UTF-8 text", code="invalid_text", status=422
+                f"{self.text_file} is not UTF-8 text", code="invalid_field", status=422
             ) from None
 
 
