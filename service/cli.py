@@ -7,10 +7,10 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from service.cli_inputs import Input, predict_inputs, read_file
 from service.errors import ServiceError
 from service.settings import Settings, default_model_specs
 
@@ -140,7 +140,7 @@ def predict(settings: Settings, args: argparse.Namespace) -> int:
     if len(specs) != 1:
         raise ServiceError("predict takes one --model")
     name, source = specs[0]
-    inputs = _inputs(args)
+    inputs = predict_inputs(args)
     aligning = args.task == "align"
     # The checkpoint's own task: aligning needs a CTC head, which check_aligns names if absent.
     model = build_model(
@@ -169,77 +169,8 @@ def predict(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-@dataclass(frozen=True)
-class _Input:
-    """One input: its audio and, for --task align, where its transcript is."""
-
-    name: str  # as given: the output line's "file"
-    audio: Path
-    text: str | None = None
-    text_file: Path | None = None
-
-    def transcript(self) -> str:
-        if self.text_file is None:
-            assert self.text is not None  # _inputs gives every align input one or the other
-            return self.text
-        data = _read(self.text_file)
-        try:
-            return data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise ServiceError(
-                f"{self.text_file} is not UTF-8 text", code="invalid_field", status=422
-            ) from None
-
-
-def _inputs(args: argparse.Namespace) -> list[_Input]:
-    """The inputs in order, from FILEs (with --text / --text-file) or --pairs."""
-    given = args.text is not None or args.text_file or args.pairs
-    if given and args.task != "align":
-        raise ServiceError("--text, --text-file and --pairs go with --task align")
-    if args.task == "align" and not given:
-        raise ServiceError("--task align needs --text, --text-file or --pairs")
-    if args.pairs:
-        if args.files:
-            raise ServiceError("give the audio files in --pairs or as FILEs, not both")
-        return _pairs(args.pairs)
-    if not args.files:
-        raise ServiceError("no input files")
-    if args.text_file and len(args.text_file) != len(args.files):
-        raise ServiceError(
-            f"{len(args.text_file)} --text-file for {len(args.files)} FILEs: give one per FILE"
-        )
-    text_files = args.text_file or [None] * len(args.files)
-    return [_Input(f, Path(f), args.text, t) for f, t in zip(args.files, text_files)]
-
-
-def _pairs(path: Path) -> list[_Input]:
-    """--pairs: one {"audio": path, "text": transcript} object a line (blank lines skipped)."""
-    try:
-        lines = _read(path).decode("utf-8-sig").splitlines()
-    except UnicodeDecodeError:
-        raise ServiceError(f"{path} is not UTF-8 text") from None
-    inputs = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            pair = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ServiceError(f"{path} line {number}: not JSON ({exc.msg})") from None
-        if not (
-            isinstance(pair, dict)
-            and isinstance(pair.get("audio"), str)
-            and isinstance(pair.get("text"), str)
-        ):
-            raise ServiceError(f'{path} line {number}: expected {{"audio": path, "text": str}}')
-        inputs.append(_Input(pair["audio"], path.parent / pair["audio"], pair["text"]))
-    if not inputs:
-        raise ServiceError(f"{path} has no pairs")
-    return inputs
-
-
 def _predict_files(
-    model: ServedModel, settings: Settings, args: argparse.Namespace, inputs: list[_Input]
+    model: ServedModel, settings: Settings, args: argparse.Namespace, inputs: list[Input]
 ) -> Iterator[dict[str, Any]]:
     """Inputs in order; decoding and inference in groups so memory stays bounded."""
     from service.schemas import Options
@@ -278,19 +209,10 @@ def _predict_files(
                 yield {"file": item.name, **result.model_dump(exclude_none=True)}
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ServiceError(
-            f"cannot read {path}: {exc.strerror}", code="unreadable_file", status=400
-        ) from None
-
-
 def _decode_file(path: Path, model: ServedModel, settings: Settings) -> Audio:
     from service.audio import decode_audio
 
-    data = _read(path)
+    data = read_file(path)
     return decode_audio(
         data,
         model.sampling_rate,
