@@ -18,7 +18,7 @@ from service import __version__, sandbox
 from service.errors import ServiceError
 from service.lifecycle import Lifecycle
 from service.middleware import RequestMiddleware
-from service.routes import health, openai, page, predict, stream
+from service.routes import align, health, openai, page, predict, stream
 from service.runtime import build_models
 from service.settings import Settings
 from service.streaming import StreamStats
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.models = {}
     app.state.streams = StreamStats()
     _add_error_handlers(app)
-    for module in (health, predict, openai, stream, page):
+    for module in (health, predict, align, openai, stream, page):
         app.include_router(module.router)
     app.add_middleware(
         RequestMiddleware,

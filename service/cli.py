@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from service.cli_inputs import Input, predict_inputs, read_file
 from service.errors import ServiceError
 from service.settings import Settings, default_model_specs
 
@@ -62,13 +63,40 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="run a model on audio files, one JSON line each")
     _settings_flags(predict, PREDICT_SETTINGS)
     predict.add_argument(
-        "--task", default="auto", choices=["auto", "transcribe", "classify", "embed", "frames"]
+        "--task",
+        default="auto",
+        choices=["auto", "transcribe", "classify", "embed", "frames", "align"],
     )
     predict.add_argument("--top-k", type=int, default=5)
+    _align_flags(predict)
     predict.add_argument("--output", type=Path, help="write JSON lines here instead of stdout")
     predict.add_argument("--no-progress", action="store_true")
-    predict.add_argument("files", nargs="+")
+    predict.add_argument("files", nargs="*", metavar="FILE")
     return parser
+
+
+def _align_flags(predict: argparse.ArgumentParser) -> None:
+    """--task align: where each file's transcript comes from, and the answer's spans."""
+    texts = predict.add_mutually_exclusive_group()
+    texts.add_argument("--text", help="align: the transcript of every FILE")
+    texts.add_argument(
+        "--text-file",
+        action="append",
+        type=Path,
+        metavar="F",
+        help="align: a UTF-8 transcript file, repeated once per FILE in the same order",
+    )
+    texts.add_argument(
+        "--pairs",
+        type=Path,
+        metavar="PAIRS.jsonl",
+        help='align: lines of {"audio": path, "text": transcript} instead of FILEs; '
+        "relative paths are relative to the JSONL file",
+    )
+    predict.add_argument("--granularity", default="word", choices=["word", "char", "both"])
+    predict.add_argument(
+        "--star", action="store_true", help="align: word boundaries absorb speech the text lacks"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,17 +140,24 @@ def predict(settings: Settings, args: argparse.Namespace) -> int:
     if len(specs) != 1:
         raise ServiceError("predict takes one --model")
     name, source = specs[0]
-    model = build_model(settings, name, source, task=args.task, warmup=False)
+    inputs = predict_inputs(args)
+    aligning = args.task == "align"
+    # The checkpoint's own task: aligning needs a CTC head, which check_aligns names if absent.
+    model = build_model(
+        settings, name, source, task="auto" if aligning else args.task, warmup=False
+    )
+    if aligning:
+        model.check_aligns()
     out = args.output.open("w") if args.output else sys.stdout
     failures = 0
     bar = tqdm(
-        total=len(args.files),
+        total=len(inputs),
         unit="file",
-        disable=args.no_progress or len(args.files) < 2,
+        disable=args.no_progress or len(inputs) < 2,
         file=sys.stderr,
     )
     try:
-        for record in _predict_files(model, settings, args):
+        for record in _predict_files(model, settings, args, inputs):
             failures += "error" in record
             out.write(json.dumps(record) + "\n")
             out.flush()
@@ -135,46 +170,49 @@ def predict(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _predict_files(
-    model: ServedModel, settings: Settings, args: argparse.Namespace
+    model: ServedModel, settings: Settings, args: argparse.Namespace, inputs: list[Input]
 ) -> Iterator[dict[str, Any]]:
-    """Files in input order; decoding and inference in groups so memory stays bounded."""
+    """Inputs in order; decoding and inference in groups so memory stays bounded."""
     from service.schemas import Options
 
-    options = Options(top_k=args.top_k)
+    options = Options(top_k=args.top_k, granularity=args.granularity, star=args.star)
+    aligning = args.task == "align"
     group = max(1, settings.max_batch_size)
-    for i in range(0, len(args.files), group):
-        names = args.files[i : i + group]
-        results: dict[str, Prediction | ServiceError] = {}
-        decoded: dict[str, Audio] = {}
-        for name in names:
+    for i in range(0, len(inputs), group):
+        part = inputs[i : i + group]
+        results: dict[int, Prediction | ServiceError] = {}
+        decoded: dict[int, Audio] = {}
+        texts: dict[int, str] = {}
+        for k, item in enumerate(part):
             try:
-                decoded[name] = _decode_file(name, model, settings)
+                if aligning:
+                    texts[k] = item.transcript()
+                decoded[k] = _decode_file(item.audio, model, settings)
             except ServiceError as exc:
-                results[name] = exc
+                results[k] = exc
+        clips = list(decoded.values())
         predictions: list[Prediction | ServiceError]
         try:
-            predictions = list(model.predict_now(list(decoded.values()), options))
+            if aligning:
+                predictions = model.align_now(clips, [texts[k] for k in decoded], options)
+            else:
+                predictions = list(model.predict_now(clips, options))
         except Exception as exc:  # a model fault fails this group's files, not the whole run
             failed = ServiceError(f"inference failed: {exc}", code="inference_failed")
             predictions = [failed] * len(decoded)
         results.update(zip(decoded, predictions))
-        for name in names:
-            result = results[name]
+        for k, item in enumerate(part):
+            result = results[k]
             if isinstance(result, ServiceError):
-                yield {"file": name, **result.body()}
+                yield {"file": item.name, **result.body()}
             else:
-                yield {"file": name, **result.model_dump(exclude_none=True)}
+                yield {"file": item.name, **result.model_dump(exclude_none=True)}
 
 
-def _decode_file(name: str, model: ServedModel, settings: Settings) -> Audio:
+def _decode_file(path: Path, model: ServedModel, settings: Settings) -> Audio:
     from service.audio import decode_audio
 
-    try:
-        data = Path(name).read_bytes()
-    except OSError as exc:
-        raise ServiceError(
-            f"cannot read {name}: {exc.strerror}", code="unreadable_file", status=400
-        ) from None
+    data = read_file(path)
     return decode_audio(
         data,
         model.sampling_rate,

@@ -92,6 +92,10 @@ class Engine:
             for i, s in enumerate(starts)
         ]
 
+    def stitch(self, windows: list[Window], outputs: list[np.ndarray]) -> np.ndarray:
+        """Frame-task window outputs -> the clip's (frames, width) output, frame-exactly."""
+        return np.concatenate([o[w.keep_from : w.keep_to] for w, o in zip(windows, outputs)])
+
     def finish(
         self,
         windows: list[Window],
@@ -103,7 +107,7 @@ class Engine:
         loaded, config = self.loaded, self.loaded.config
         base = dict(model=self.name, task=self.task, duration=round(duration, 6))
         if self.task in FRAME_TASKS:
-            frames = np.concatenate([o[w.keep_from : w.keep_to] for w, o in zip(windows, outputs)])
+            frames = self.stitch(windows, outputs)
             if self.task == "transcribe":
                 assert loaded.tokenizer is not None
                 text, words = decode.transcript(frames, loaded.tokenizer, loaded.frame_seconds)

@@ -2,7 +2,8 @@
 
 A `ServedModel` has a name, task, sampling rate, minimum length and card, answers `predict`
 (one clip through the shared batcher, windows and all), `predict_now` (clips without a queue,
-for the CLI) and `open_stream` (a live stream in the priority lane, its audio counted). Nothing
+for the CLI), `align` / `align_now` (the same forward passes, then a transcript's forced
+alignment) and `open_stream` (a live stream in the priority lane, its audio counted). Nothing
 outside it touches the engine, the batcher or the loaded model.
 """
 
@@ -10,17 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from service import metrics
 from service.admission import Throughput, admit, estimate
+from service.align import align
+from service.align import wire as align_wire
 from service.audio import Audio, PcmDecoder
 from service.batcher import DEFAULT_PRIORITY, STREAM_PRIORITY, Batcher, BatchObserver, Timed
 from service.cost import fill_batches
 from service.engine import DEFAULT_OPTIONS, Engine, Window
-from service.errors import ModelError, ServiceError
+from service.errors import BadFieldError, ModelError, ServiceError, UnavailableError
 from service.schemas import ModelCard, Options, Prediction
 from service.settings import Settings
 from service.streaming import LiveStream, Stream, windowing_for
@@ -94,6 +99,9 @@ class ServedModel:
             name=self.name,
             observer=PrometheusObserver(self.name, self.sampling_rate, self.throughput),
         )
+        # The Viterbi runs here, not on the event loop nor in its default executor (which
+        # decodes uploads): an hour of audio takes about a minute of one core.
+        self._aligner: ThreadPoolExecutor | None = None
 
     @property
     def attention(self) -> str:
@@ -123,11 +131,17 @@ class ServedModel:
         self._engine.warmup()
 
     def start(self) -> None:
-        """Start the batcher on the running loop."""
+        """Start the batcher on the running loop (and the alignment threads, as needed)."""
         self._batcher.start()
+        self._aligner = ThreadPoolExecutor(
+            self._settings.align_workers, thread_name_prefix=f"{self.name}-align"
+        )
 
     async def stop(self, drain_timeout: float) -> None:
         await self._batcher.stop(drain_timeout)
+        if self._aligner is not None:
+            self._aligner.shutdown(wait=False, cancel_futures=True)
+            self._aligner = None
 
     # ---- requests ----
 
@@ -140,6 +154,40 @@ class ServedModel:
         priority: int = DEFAULT_PRIORITY,
     ) -> Timed[Prediction]:
         """Windows of one clip through the shared batcher, then one Prediction."""
+        plan, outputs = await self._forward(samples, priority)
+        prediction = self._engine.finish(plan, outputs.result, duration, options)
+        metrics.AUDIO_SECONDS.labels(self.name).inc(duration)
+        return Timed(prediction, outputs.queue_time, outputs.inference_time)
+
+    async def align(
+        self,
+        samples: np.ndarray,
+        duration: float,
+        text: str,
+        options: Options = DEFAULT_OPTIONS,
+        *,
+        priority: int = DEFAULT_PRIORITY,
+    ) -> Timed[Prediction]:
+        """The clip's emissions from the shared batcher (windowed and stitched as for
+        transcription), then `text` force-aligned on them in an alignment thread; the
+        Viterbi's seconds count as inference time."""
+        self.check_aligns()
+        plan, outputs = await self._forward(samples, priority)
+        frames = self._engine.stitch(plan, outputs.result)
+        if self._aligner is None:
+            raise UnavailableError("the model is not accepting requests", retry_after=1.0)
+        # Cancelled while it waits for a thread (the client went away), it never runs; once
+        # running it finishes and its answer is dropped.
+        prediction, seconds = await asyncio.get_running_loop().run_in_executor(
+            self._aligner, self._timed_alignment, frames, text, duration, options
+        )
+        metrics.AUDIO_SECONDS.labels(self.name).inc(duration)
+        return Timed(prediction, outputs.queue_time, outputs.inference_time + seconds)
+
+    async def _forward(
+        self, samples: np.ndarray, priority: int
+    ) -> tuple[list[Window], Timed[list[np.ndarray]]]:
+        """One clip's windows through the shared batcher: the plan and the windows' outputs."""
         plan = self._engine.plan(len(samples))
         rate = self.sampling_rate
         work = sum(w.end - w.start for w in plan) / rate
@@ -164,18 +212,38 @@ class ServedModel:
             for w in windows:
                 w.cancel()
             raise
-        prediction = self._engine.finish(plan, [t.result for t in timed], duration, options)
-        metrics.AUDIO_SECONDS.labels(self.name).inc(duration)
         # Windows were queued together: queue = until the first started, inference = the rest.
         first = min(t.queue_time for t in timed)
         last = max(t.queue_time + t.inference_time for t in timed)
-        return Timed(prediction, first, last - first)
+        return plan, Timed([t.result for t in timed], first, last - first)
 
     def predict_now(
         self, clips: Sequence[Audio], options: Options = DEFAULT_OPTIONS
     ) -> list[Prediction]:
         """Clips without the queue (the CLI): windows of similar length share forward passes
         within the batch limits; results in input order."""
+        return [
+            self._engine.finish(plan, outputs, audio.duration, options)
+            for audio, (plan, outputs) in zip(clips, self._forward_now(clips))
+        ]
+
+    def align_now(
+        self, clips: Sequence[Audio], texts: Sequence[str], options: Options = DEFAULT_OPTIONS
+    ) -> list[Prediction | ServiceError]:
+        """Each clip's `texts` entry aligned on its emissions, without the queue (the CLI);
+        a text that cannot be aligned gives its error in its place."""
+        self.check_aligns()
+        results: list[Prediction | ServiceError] = []
+        for audio, text, (plan, outputs) in zip(clips, texts, self._forward_now(clips)):
+            try:
+                frames = self._engine.stitch(plan, outputs)
+                results.append(self._alignment(frames, text, audio.duration, options))
+            except ServiceError as exc:
+                results.append(exc)
+        return results
+
+    def _forward_now(self, clips: Sequence[Audio]) -> list[tuple[list[Window], list[np.ndarray]]]:
+        """Each clip's plan and window outputs, forward passes shared across clips."""
         plans = [self._engine.plan(len(a.samples)) for a in clips]
         jobs: list[tuple[int, Window]] = [(i, w) for i, plan in enumerate(plans) for w in plan]
         windows = [clips[i].samples[w.start : w.end] for i, w in jobs]
@@ -184,11 +252,47 @@ class ServedModel:
         for batch in fill_batches([len(x) for x in windows], s.max_batch_samples, s.max_batch_size):
             for j, out in zip(batch, self._engine.run_batch([windows[j] for j in batch])):
                 outputs[j] = out
-        predictions, pos = [], 0
-        for audio, plan in zip(clips, plans):
-            part, pos = outputs[pos : pos + len(plan)], pos + len(plan)
-            predictions.append(self._engine.finish(plan, part, audio.duration, options))
-        return predictions
+        per_clip, pos = [], 0
+        for plan in plans:
+            per_clip.append((plan, outputs[pos : pos + len(plan)]))
+            pos += len(plan)
+        return per_clip
+
+    # ---- forced alignment ----
+
+    @property
+    def aligns(self) -> bool:
+        """Whether the model can force-align a transcript: a CTC head with its vocabulary."""
+        return self.task == "transcribe" and self._loaded.tokenizer is not None
+
+    def check_aligns(self) -> None:
+        if not self.aligns:
+            raise BadFieldError(
+                f"model {self.name!r} does {self.task}: alignment needs a CTC (transcription) "
+                "model",
+                code="wrong_task",
+            )
+
+    def _alignment(
+        self, frames: np.ndarray, text: str, duration: float, options: Options
+    ) -> Prediction:
+        """A clip's stitched (frames, vocab) logits and its transcript -> the align Prediction."""
+        loaded = self._loaded
+        assert loaded.tokenizer is not None  # check_aligns
+        result = align(frames, text, loaded.tokenizer, star=options.star)
+        return Prediction(
+            model=self.name,
+            task="align",
+            duration=round(duration, 6),
+            **align_wire.fields(result, loaded.frame_seconds, options.granularity),
+        )
+
+    def _timed_alignment(
+        self, frames: np.ndarray, text: str, duration: float, options: Options
+    ) -> tuple[Prediction, float]:
+        start = time.perf_counter()
+        prediction = self._alignment(frames, text, duration, options)
+        return prediction, time.perf_counter() - start
 
     def open_stream(self, encoding: str, sample_rate: int, interim: bool = True) -> LiveStream:
         """A live transcription stream: raw PCM in, partials and finals out. Its windows run

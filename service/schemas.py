@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Task = Literal["transcribe", "classify", "embed", "frames"]
+Task = Literal["transcribe", "classify", "embed", "frames", "align"]
+Granularity = Literal["word", "char", "both"]  # align: which spans the answer carries
 
 
 class _Frozen(BaseModel):
@@ -15,8 +16,11 @@ class _Frozen(BaseModel):
 
 
 class Options(_Frozen):
-    """Per-request options that reach post-processing through ServedModel.predict."""
+    """Per-request options that reach post-processing through ServedModel.predict (and
+    ServedModel.align: granularity, star)."""
 
+    granularity: Granularity = "word"  # align: words, characters, or both
+    star: bool = False  # align: word boundaries may absorb speech the text lacks
     top_k: int = 5  # classify: labels returned
 
 
@@ -24,6 +28,23 @@ class Word(_Frozen):
     word: str
     start: float
     end: float
+
+
+class ScoredWord(Word):
+    """An aligned word: its span, and the mean log-probability of its frames on the path."""
+
+    score: float
+
+
+class ScoredChar(_Frozen):
+    """An aligned character (a run of characters the vocabulary lacks is one), `word` the
+    index of its word in `words`/the text."""
+
+    char: str
+    start: float
+    end: float
+    score: float
+    word: int
 
 
 class Label(_Frozen):
@@ -44,10 +65,22 @@ class Prediction(_Frozen):
     task: Task
     duration: float
     text: str | None = None
-    words: list[Word] | None = None
+    words: list[Word] | list[ScoredWord] | None = None  # ScoredWord for task align
+    chars: list[ScoredChar] | None = None
     labels: list[Label] | None = None
     embedding: list[float] | None = None
     segments: list[Segment] | None = None
+
+
+class ErrorDetail(_Frozen):
+    code: str
+    message: str
+
+
+class ErrorBody(_Frozen):
+    """Every error answer (service/errors.py builds it); for the OpenAPI page."""
+
+    error: ErrorDetail
 
 
 class ModelCard(_Frozen):

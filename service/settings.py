@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     chunk_seconds: float = Field(30.0, gt=0)
     stride_seconds: float = Field(5.0, ge=0)
 
+    # Forced alignment (POST /v1/align): the transcript's size limit (an hour of speech is
+    # ~50,000 characters), and the threads that run the Viterbi beside the forward passes.
+    max_align_text_chars: int = Field(100_000, ge=1)
+    align_workers: int = Field(2, ge=1)
+
     # Streaming
     max_streams: int = Field(64, ge=1)
     stream_idle_timeout: float = Field(30.0, gt=0)

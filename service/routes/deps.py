@@ -102,9 +102,24 @@ class Upload:
             raise BadFieldError(f"{name} must be between {low} and {high}, got {value}")
         return value
 
+    def bool_field(self, name: str, default: bool) -> bool:
+        raw = self.fields.get(name)
+        if raw is None or raw == "":
+            return default
+        value = raw.strip().lower()
+        if value not in TRUE + FALSE:
+            raise BadFieldError(f"{name} must be true or false, got {raw!r}")
+        return value in TRUE
 
-async def read_upload(request: Request, file_fields: tuple[str, ...] = ("file",)) -> Upload:
-    """Multipart form (files under file_fields) or the raw body as the first file field."""
+
+TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+async def read_upload(
+    request: Request, file_fields: tuple[str, ...] = ("file",), text_files: tuple[str, ...] = ()
+) -> Upload:
+    """Multipart form (files under file_fields) or the raw body as the first file field;
+    text_files are fields that may also come as a file part (curl -F text=@words.txt)."""
     fields: dict[str, str] = dict(request.query_params)
     files: dict[str, bytes] = {}
     ctype = request.headers.get("content-type", "").lower()
@@ -114,6 +129,8 @@ async def read_upload(request: Request, file_fields: tuple[str, ...] = ("file",)
             if isinstance(value, UploadFile):
                 if key in file_fields:
                     files[key] = await value.read()
+                elif key in text_files:
+                    fields[key] = _utf8(key, await value.read())
             else:
                 fields[key] = value
     elif ctype.startswith(RAW_TYPES) or (not ctype and file_fields == ("file",)):
@@ -136,6 +153,13 @@ async def read_upload(request: Request, file_fields: tuple[str, ...] = ("file",)
                 f"the request has no audio in the {name!r} field", code="missing_file"
             )
     return Upload(files, fields)
+
+
+def _utf8(name: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")  # a BOM is how some editors save UTF-8
+    except UnicodeDecodeError:
+        raise BadFieldError(f"the {name!r} file is not UTF-8 text") from None
 
 
 async def decode(upload: Upload, field: str, model: ServedModel, settings: Settings) -> Audio:
