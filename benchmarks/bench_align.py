@@ -122,10 +122,16 @@ def boundary_errors(model, spoken: list, *, drop: bool = False, star: bool = Fal
             starts.append(word.start * fs - start)
             ends.append(word.end * fs - end)
     e = np.abs(starts + ends)
-    return dict(boundaries=len(e), mean_s=float(e.mean()), p90_s=float(np.percentile(e, 90)),
-                max_s=float(e.max()), start_bias_s=float(np.mean(starts)),
-                end_bias_s=float(np.mean(ends)), start_mean_s=float(np.abs(starts).mean()),
-                end_mean_s=float(np.abs(ends).mean()))
+    return dict(
+        boundaries=len(e),
+        mean_s=float(e.mean()),
+        p90_s=float(np.percentile(e, 90)),
+        max_s=float(e.max()),
+        start_bias_s=float(np.mean(starts)),
+        end_bias_s=float(np.mean(ends)),
+        start_mean_s=float(np.abs(starts).mean()),
+        end_mean_s=float(np.abs(ends).mean()),
+    )
 
 
 # ---- random inputs of the right shape ----------------------------------------------------
@@ -163,10 +169,18 @@ def memory_child(minutes: float) -> dict:
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     tokens = sum(len(w.word) for w in result.words) + len(result.words) - 1
-    return dict(minutes=minutes, frames=len(logits), tokens=tokens, states=2 * tokens + 1,
-                input_mb=logits.nbytes / 2**20, rss_before_mb=before, rss_peak_mb=rss_mb(),
-                traced_peak_mb=traced_peak / 2**20, seconds=seconds,
-                cpu_seconds=cpu_seconds)
+    return dict(
+        minutes=minutes,
+        frames=len(logits),
+        tokens=tokens,
+        states=2 * tokens + 1,
+        input_mb=logits.nbytes / 2**20,
+        rss_before_mb=before,
+        rss_peak_mb=rss_mb(),
+        traced_peak_mb=traced_peak / 2**20,
+        seconds=seconds,
+        cpu_seconds=cpu_seconds,
+    )
 
 
 def memory(sizes=(1, 10, 60)) -> list[dict]:
@@ -174,7 +188,9 @@ def memory(sizes=(1, 10, 60)) -> list[dict]:
     for minutes in sizes:
         out = subprocess.run(
             [sys.executable, __file__, "--memory-child", str(minutes)],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         rows.append(json.loads(out.splitlines()[-1]))
         print(f"memory {minutes} min: {rows[-1]}", flush=True)
@@ -196,12 +212,17 @@ def speed(clips: int = 20) -> dict:
 
     def short() -> None:
         for i in range(clips):
-            align(logits[i * per_clip:(i + 1) * per_clip],
-                  " ".join(words[i * per_words:(i + 1) * per_words]), tokenizer)
+            align(
+                logits[i * per_clip : (i + 1) * per_clip],
+                " ".join(words[i * per_words : (i + 1) * per_words]),
+                tokenizer,
+            )
 
     wall, cpu = _timed(short)
-    rep = dict(align_10s_clips_audio_s_per_s=clips * 10 / wall,
-               align_10s_clips_audio_s_per_cpu_s=clips * 10 / cpu)
+    rep = dict(
+        align_10s_clips_audio_s_per_s=clips * 10 / wall,
+        align_10s_clips_audio_s_per_cpu_s=clips * 10 / cpu,
+    )
     long_logits, long_text, _ = random_case(10, seed=1)
     wall, cpu = _timed(lambda: align(long_logits, long_text, tokenizer))
     rep.update(align_10min_audio_s_per_s=600 / wall, align_10min_audio_s_per_cpu_s=600 / cpu)
@@ -217,9 +238,9 @@ def forward_speed(batches: int = 3, batch: int = 8) -> dict:
 
     model = load_model(str(DEMO), device="cpu", dtype="float32")
     rng = np.random.default_rng(0)
-    clips = [rng.normal(scale=0.1, size=10 * SAMPLE_RATE).astype(np.float32)
-             for _ in range(batch)]
+    clips = [rng.normal(scale=0.1, size=10 * SAMPLE_RATE).astype(np.float32) for _ in range(batch)]
     inputs = [torch.from_numpy(model.features(c)) for c in clips]
+
     def run() -> None:
         for _ in range(batches):
             model.model(inputs)
@@ -228,9 +249,11 @@ def forward_speed(batches: int = 3, batch: int = 8) -> dict:
         model.model(inputs[:2])  # warm-up
         wall, cpu = _timed(run)
     audio = batches * batch * 10
-    return dict(forward_10s_batch8_audio_s_per_s=audio / wall,
-                forward_10s_batch8_audio_s_per_cpu_s=audio / cpu,
-                torch_threads=torch.get_num_threads())
+    return dict(
+        forward_10s_batch8_audio_s_per_s=audio / wall,
+        forward_10s_batch8_audio_s_per_cpu_s=audio / cpu,
+        torch_threads=torch.get_num_threads(),
+    )
 
 
 def boundaries() -> dict:
@@ -238,10 +261,12 @@ def boundaries() -> dict:
 
     model = load_model(str(DEMO), device="cpu", dtype="float32")
     spoken = synthesised(model)
-    rep = dict(matching_text=boundary_errors(model, spoken),
-               missing_word_plain=boundary_errors(model, spoken, drop=True),
-               missing_word_star=boundary_errors(model, spoken, drop=True, star=True),
-               matching_text_star=boundary_errors(model, spoken, star=True))
+    rep = dict(
+        matching_text=boundary_errors(model, spoken),
+        missing_word_plain=boundary_errors(model, spoken, drop=True),
+        missing_word_star=boundary_errors(model, spoken, drop=True, star=True),
+        matching_text_star=boundary_errors(model, spoken, star=True),
+    )
     for name, row in rep.items():
         print(f"boundaries {name}: {row}", flush=True)
     return rep
@@ -250,22 +275,34 @@ def boundaries() -> dict:
 def to_markdown(rep: dict) -> str:
     lines = []
     if "memory" in rep:
-        lines += ["| audio | frames | states | align() wall s, CPU s | RSS before -> peak MB | "
-                  "traced MB |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['minutes']} min | {r['frames']:,} | {r['states']:,} | "
-                  f"{r['seconds']:.1f}, {r.get('cpu_seconds', float('nan')):.1f} | "
-                  f"{r['rss_before_mb']:.0f} -> {r['rss_peak_mb']:.0f} | "
-                  f"{r['traced_peak_mb']:.0f} |" for r in rep["memory"]]
+        lines += [
+            "| audio | frames | states | align() wall s, CPU s | RSS before -> peak MB | "
+            "traced MB |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['minutes']} min | {r['frames']:,} | {r['states']:,} | "
+            f"{r['seconds']:.1f}, {r.get('cpu_seconds', float('nan')):.1f} | "
+            f"{r['rss_before_mb']:.0f} -> {r['rss_peak_mb']:.0f} | "
+            f"{r['traced_peak_mb']:.0f} |"
+            for r in rep["memory"]
+        ]
     if "speed" in rep:
         lines += ["", *(f"- {k}: {v:.1f}" for k, v in rep["speed"].items())]
     if "boundaries" in rep:
-        lines += ["", "| boundaries | n | mean ms | p90 ms | max ms | starts: mean, bias ms | "
-                  "ends: mean, bias ms |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {k} | {r['boundaries']} | {1000 * r['mean_s']:.0f} | "
-                  f"{1000 * r['p90_s']:.0f} | {1000 * r['max_s']:.0f} | "
-                  f"{1000 * r['start_mean_s']:.0f}, {1000 * r['start_bias_s']:+.0f} | "
-                  f"{1000 * r['end_mean_s']:.0f}, {1000 * r['end_bias_s']:+.0f} |"
-                  for k, r in rep["boundaries"].items()]
+        lines += [
+            "",
+            "| boundaries | n | mean ms | p90 ms | max ms | starts: mean, bias ms | "
+            "ends: mean, bias ms |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {k} | {r['boundaries']} | {1000 * r['mean_s']:.0f} | "
+            f"{1000 * r['p90_s']:.0f} | {1000 * r['max_s']:.0f} | "
+            f"{1000 * r['start_mean_s']:.0f}, {1000 * r['start_bias_s']:+.0f} | "
+            f"{1000 * r['end_mean_s']:.0f}, {1000 * r['end_bias_s']:+.0f} |"
+            for k, r in rep["boundaries"].items()
+        ]
     return "\n".join(lines)
 
 
@@ -281,8 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_child is not None:
         print(json.dumps(memory_child(args.memory_child)))
         return 0
-    rep: dict = dict(machine=platform.processor() or platform.machine(),
-                     python=platform.python_version(), numpy=np.__version__)
+    rep: dict = dict(
+        machine=platform.processor() or platform.machine(),
+        python=platform.python_version(),
+        numpy=np.__version__,
+    )
     for name in args.sections:
         rep[name] = SECTIONS[name]()
     print(to_markdown(rep))

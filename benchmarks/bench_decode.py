@@ -28,9 +28,23 @@ COMMON = dict(target_rate=16_000, max_seconds=3600.0, min_samples=400)
 def webm(seconds: float) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "clip.webm"
-        subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i",
-                        "sine=f=440:r=48000", "-t", str(seconds), "-c:a", "libopus", str(out)],
-                       check=True)
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=f=440:r=48000",
+                "-t",
+                str(seconds),
+                "-c:a",
+                "libopus",
+                str(out),
+            ],
+            check=True,
+        )
         return out.read_bytes()
 
 
@@ -66,8 +80,10 @@ def main() -> None:
             worker.kill()
 
     pooled()  # the worker's first decode loads FFmpeg's codec tables
-    results = {name: timed(fn, args.runs) for name, fn in
-               (("in_process", in_process), ("pool", pooled), ("fresh_process", fresh))}
+    results = {
+        name: timed(fn, args.runs)
+        for name, fn in (("in_process", in_process), ("pool", pooled), ("fresh_process", fresh))
+    }
     sandbox.close_pool()
     for name, seconds in results.items():
         extra = seconds - results["in_process"]

@@ -59,8 +59,9 @@ async def one(client: httpx.AsyncClient, body: bytes) -> tuple[int, float]:
     return status, time.perf_counter() - started
 
 
-async def capacity(client: httpx.AsyncClient, body: bytes, concurrency: int,
-                   seconds: float) -> tuple[float, float]:
+async def capacity(
+    client: httpx.AsyncClient, body: bytes, concurrency: int, seconds: float
+) -> tuple[float, float]:
     """(requests per second with `concurrency` clients, median latency of one client)."""
     alone = [(await one(client, body))[1] for _ in range(5)]
     done = 0
@@ -77,8 +78,9 @@ async def capacity(client: httpx.AsyncClient, body: bytes, concurrency: int,
     return done / (time.monotonic() - started), statistics.median(alone)
 
 
-async def flood(client: httpx.AsyncClient, body: bytes, rate: float, seconds: float,
-                max_outstanding: int) -> list[tuple[object, float]]:
+async def flood(
+    client: httpx.AsyncClient, body: bytes, rate: float, seconds: float, max_outstanding: int
+) -> list[tuple[object, float]]:
     results: list[tuple[object, float]] = []
     gate = asyncio.Semaphore(max_outstanding)
     tasks = []
@@ -101,8 +103,9 @@ async def flood(client: httpx.AsyncClient, body: bytes, rate: float, seconds: fl
     return results
 
 
-async def time_to_normal(client: httpx.AsyncClient, body: bytes, normal: float,
-                         limit: float = 120.0) -> float:
+async def time_to_normal(
+    client: httpx.AsyncClient, body: bytes, normal: float, limit: float = 120.0
+) -> float:
     start = time.monotonic()
     while time.monotonic() - start < limit:
         status, latency = await one(client, body)
@@ -120,13 +123,17 @@ async def run(args: argparse.Namespace) -> dict:
         limits = httpx.Limits(max_connections=args.max_outstanding + 8)
         async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
             cap, normal = await capacity(client, body, args.concurrency, args.calibrate)
-            results = await flood(client, body, args.factor * cap, args.seconds,
-                                  args.max_outstanding)
+            results = await flood(
+                client, body, args.factor * cap, args.seconds, args.max_outstanding
+            )
             after = await time_to_normal(client, body, normal)
     statuses = Counter(str(s) for s, _ in results)
     accepted = sorted(t for s, t in results if s == 200)
-    pct = (lambda q: accepted[min(len(accepted) - 1, int(q * len(accepted)))]) if accepted \
+    pct = (
+        (lambda q: accepted[min(len(accepted) - 1, int(q * len(accepted)))])
+        if accepted
         else (lambda q: float("nan"))
+    )
     import torch
 
     return {

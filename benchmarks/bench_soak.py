@@ -61,12 +61,15 @@ async def request(client: httpx.AsyncClient, rng: random.Random, statuses: Count
     kind = rng.choice(("transcribe", "classify", "openai"))
     try:
         if kind == "openai":
-            r = await client.post("/v1/audio/transcriptions",
-                                  files={"file": ("a.wav", body, "audio/wav")},
-                                  data={"model": "whisper-1"})
+            r = await client.post(
+                "/v1/audio/transcriptions",
+                files={"file": ("a.wav", body, "audio/wav")},
+                data={"model": "whisper-1"},
+            )
         else:
-            r = await client.post(f"/v1/{kind}", content=body,
-                                  headers={"content-type": "audio/wav"})
+            r = await client.post(
+                f"/v1/{kind}", content=body, headers={"content-type": "audio/wav"}
+            )
         statuses[str(r.status_code)] += 1
     except httpx.HTTPError as exc:
         statuses[type(exc).__name__] += 1
@@ -121,8 +124,9 @@ async def run(args: argparse.Namespace) -> dict:
             rate = capacity / 2
             samples = [(0.0, rss_mb(pid))]
             stop = asyncio.Event()
-            streams = [asyncio.create_task(stream_forever(srv.port, stop, statuses))
-                       for _ in range(2)]
+            streams = [
+                asyncio.create_task(stream_forever(srv.port, stop, statuses)) for _ in range(2)
+            ]
             tasks = []
             t0 = time.monotonic()
             next_sample = t0 + args.sample

@@ -47,8 +47,9 @@ def one_run(extra: list[str], log: Path) -> dict[str, object]:
     url = f"http://127.0.0.1:{port}"
     start = time.monotonic()
     with log.open("w") as out:
-        proc = subprocess.Popen([*cmd, *extra], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                env=os.environ.copy())
+        proc = subprocess.Popen(
+            [*cmd, *extra], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy()
+        )
     try:
         while True:
             if proc.poll() is not None:
@@ -68,8 +69,13 @@ def one_run(extra: list[str], log: Path) -> dict[str, object]:
             handles = {k: (name, (EXAMPLES / name).read_bytes()) for k, name in files.items()}
             r = httpx.post(url + path, files=handles, timeout=120)
             r.raise_for_status()
-        return {"ready_s": ready_s, "ready_rss": ready_rss, "rss": peak_rss_mib(proc.pid),
-                "models": [m["id"] for m in served], "tasks": tasks}
+        return {
+            "ready_s": ready_s,
+            "ready_rss": ready_rss,
+            "rss": peak_rss_mib(proc.pid),
+            "models": [m["id"] for m in served],
+            "tasks": tasks,
+        }
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -84,10 +90,12 @@ def main() -> None:
         runs = [one_run(args.serve_args, Path(tmp) / f"serve-{i}.log") for i in range(args.runs)]
     ready = [float(r["ready_s"]) for r in runs]  # type: ignore[arg-type]
     print(f"models: {', '.join(runs[0]['models'])}; requests: {', '.join(runs[0]['tasks'])}")
-    print(f"ready in {statistics.median(ready):.2f} s median of {len(runs)} "
-          f"({', '.join(f'{t:.2f}' for t in ready)}); peak RSS at ready "
-          f"{max(float(r['ready_rss']) for r in runs):.0f} MiB, after one request per task "
-          f"{max(float(r['rss']) for r in runs):.0f} MiB; load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"ready in {statistics.median(ready):.2f} s median of {len(runs)} "
+        f"({', '.join(f'{t:.2f}' for t in ready)}); peak RSS at ready "
+        f"{max(float(r['ready_rss']) for r in runs):.0f} MiB, after one request per task "
+        f"{max(float(r['rss']) for r in runs):.0f} MiB; load average {os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":

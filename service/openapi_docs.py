@@ -55,5 +55,6 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 def text_response(description: str) -> dict[int | str, dict[str, Any]]:
     """`responses=` for a 200 that is text/plain (Prometheus metrics)."""
-    return {200: {"description": description,
-                  "content": {"text/plain": {"schema": {"type": "string"}}}}}
+    return {
+        200: {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
+    }

@@ -221,18 +221,27 @@ def _serve(conn: Connection) -> None:
             conn.send(("error", exc))
             continue
         except MemoryError:
-            conn.send(("error", TooLargeError(
-                "decoding this audio needs more memory than a decoder may use",
-                code="audio_too_large",
-            )))
+            conn.send(
+                (
+                    "error",
+                    TooLargeError(
+                        "decoding this audio needs more memory than a decoder may use",
+                        code="audio_too_large",
+                    ),
+                )
+            )
             continue
         except Exception as exc:  # a decoder library failing on the bytes: the client's audio
             log.warning("decoder error: %r", exc)
-            conn.send(("error", AudioError("the audio could not be decoded",
-                                           code="undecodable_audio")))
+            conn.send(
+                ("error", AudioError("the audio could not be decoded", code="undecodable_audio"))
+            )
             continue
-        info = {"duration": audio.duration, "sample_rate": audio.sample_rate,
-                "channels": audio.channels}
+        info = {
+            "duration": audio.duration,
+            "sample_rate": audio.sample_rate,
+            "channels": audio.channels,
+        }
         conn.send(("ok", info))
         conn.send_bytes(np.ascontiguousarray(audio.samples, np.float32).data)
         del audio, data

@@ -69,7 +69,9 @@ def test_clean_emissions_put_each_character_on_its_spike() -> None:
     result = align(peaky("hello big world"), "Hello big world", UPPER)
     assert result.text == "HELLO BIG WORLD"
     assert [(w.word, w.start, w.end) for w in result.words] == [
-        ("HELLO", 3, 20), ("BIG", 27, 36), ("WORLD", 43, 60),
+        ("HELLO", 3, 20),
+        ("BIG", 27, 36),
+        ("WORLD", 43, 60),
     ]
     assert [c.char for c in result.chars] == list("HELLOBIGWORLD")
     assert all(c.end - c.start == 1 for c in result.chars)  # blanks between spikes
@@ -129,7 +131,11 @@ def test_too_few_frames_is_refused_with_both_numbers(
     e = err.value
     assert isinstance(e, ServiceError)
     assert (e.status, e.code, e.frames, e.needed, e.repeats) == (
-        422, "alignment_impossible", frames, needed, repeats,
+        422,
+        "alignment_impossible",
+        frames,
+        needed,
+        repeats,
     )
     assert f"{needed} frames" in e.message and f"has {frames}" in e.message
     align(np.zeros((needed, len(VOCAB)), np.float32), text, UPPER)  # one more frame is enough

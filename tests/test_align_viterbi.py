@@ -62,8 +62,9 @@ def frame_score(lp: np.ndarray, t: int, sym, penalty: float) -> float:
     return float(lp[t, sym])
 
 
-def brute_force(lp: np.ndarray, ids: list[int], gaps: set[int], star: bool,
-                penalty: float) -> float:
+def brute_force(
+    lp: np.ndarray, ids: list[int], gaps: set[int], star: bool, penalty: float
+) -> float:
     alphabet = sorted({BLANK, *ids}) + ([STAR] if star else [])
     best = -np.inf
     for seq in itertools.product(alphabet, repeat=len(lp)):
@@ -113,8 +114,9 @@ def test_path_is_the_optimum_of_all_valid_paths(text: str, frames: int, star: bo
     for seed in range(4):
         logits = np.random.default_rng(seed).normal(scale=3, size=(frames, V))
         lp = log_softmax(logits)
-        trellis = build(normalise(text, AlignVocab.from_tokenizer(TOKENIZER, V)), BLANK, DELIM,
-                        V, star=star)
+        trellis = build(
+            normalise(text, AlignVocab.from_tokenizer(TOKENIZER, V)), BLANK, DELIM, V, star=star
+        )
         scores = emissions(logits.astype(np.float32), BLANK, penalty)
         path = best_path(scores, trellis.labels, trellis.skip)
         syms = as_symbols(path, trellis.labels, lp, penalty)
@@ -129,10 +131,12 @@ def test_star_is_used_when_cheap_and_never_inside_a_word() -> None:
     used = 0
     for seed in range(20):
         logits = np.random.default_rng(seed).normal(scale=3, size=(9, V))
-        trellis = build(normalise("AB C", AlignVocab.from_tokenizer(TOKENIZER, V)), BLANK,
-                        DELIM, V, star=True)
-        path = best_path(emissions(logits.astype(np.float32), BLANK, 0.5), trellis.labels,
-                         trellis.skip)
+        trellis = build(
+            normalise("AB C", AlignVocab.from_tokenizer(TOKENIZER, V)), BLANK, DELIM, V, star=True
+        )
+        path = best_path(
+            emissions(logits.astype(np.float32), BLANK, 0.5), trellis.labels, trellis.skip
+        )
         syms = as_symbols(path, trellis.labels, log_softmax(logits), 0.5)
         assert valid(syms, ids, gaps)
         used += STAR in syms
@@ -172,8 +176,9 @@ def test_checkpointed_path_equals_the_full_table(star: bool, spare: int) -> None
     rng = np.random.default_rng(7)
     words = ["".join(rng.choice(list("ABCD1"), size=rng.integers(1, 5))) for _ in range(12)]
     text = " ".join(words)
-    trellis = build(normalise(text, AlignVocab.from_tokenizer(TOKENIZER, V)), BLANK, DELIM, V,
-                    star=star)
+    trellis = build(
+        normalise(text, AlignVocab.from_tokenizer(TOKENIZER, V)), BLANK, DELIM, V, star=star
+    )
     frames = trellis.needed_frames + spare
     logits = rng.normal(scale=4, size=(frames, V)).astype(np.float32)
     scores = emissions(logits, BLANK, 2.0)
@@ -184,8 +189,9 @@ def test_checkpointed_path_equals_the_full_table(star: bool, spare: int) -> None
 
 
 def test_tightest_fit_uses_one_frame_per_token_and_a_blank_per_repeat() -> None:
-    trellis = build(normalise("AAB", AlignVocab.from_tokenizer(TOKENIZER, V)), BLANK, DELIM, V,
-                    star=False)
+    trellis = build(
+        normalise("AAB", AlignVocab.from_tokenizer(TOKENIZER, V)), BLANK, DELIM, V, star=False
+    )
     assert trellis.needed_frames == 4
     scores = emissions(np.zeros((4, V), np.float32), BLANK, 5.0)
     path = best_path(scores, trellis.labels, trellis.skip, block=2)

@@ -27,19 +27,33 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = tmp_path / "server.log"
-        args = ["serve", "--model", f"asr={model}", "--port", str(self.port), "--device", "cpu",
-                "--max-batch-size", "1", "--drain-timeout", str(DRAIN_TIMEOUT),
-                "--body-timeout", str(BODY_TIMEOUT), "--header-timeout", str(HEADER_TIMEOUT)]
+        args = [
+            "serve",
+            "--model",
+            f"asr={model}",
+            "--port",
+            str(self.port),
+            "--device",
+            "cpu",
+            "--max-batch-size",
+            "1",
+            "--drain-timeout",
+            str(DRAIN_TIMEOUT),
+            "--body-timeout",
+            str(BODY_TIMEOUT),
+            "--header-timeout",
+            str(HEADER_TIMEOUT),
+        ]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", SLOW_SERVICE, str(BATCH_DELAY), *args],
-                stdout=out, stderr=subprocess.STDOUT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
 
     def metric(self, line_prefix: str) -> float:
         text = httpx.get(self.base + "/metrics").text
-        return sum(float(ln.split()[-1]) for ln in text.splitlines()
-                   if ln.startswith(line_prefix))
+        return sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(line_prefix))
 
 
 @pytest.fixture
@@ -58,8 +72,9 @@ async def test_requests_past_the_drain_timeout_get_json_503_and_the_process_exit
     raw = {"content-type": "audio/wav"}
     async with httpx.AsyncClient(base_url=server.base, timeout=60) as client:
         posts = [
-            asyncio.create_task(client.post("/v1/transcribe", content=wav_bytes(1.0, i),
-                                            headers=raw))
+            asyncio.create_task(
+                client.post("/v1/transcribe", content=wav_bytes(1.0, i), headers=raw)
+            )
             for i in range(3)
         ]
         while server.metric("w2v_inflight_audio_seconds{") < 2.99:
@@ -80,8 +95,10 @@ async def test_requests_past_the_drain_timeout_get_json_503_and_the_process_exit
 def test_a_client_that_vanishes_mid_upload_is_499_without_an_error_log(server):
     body = wav_bytes(1.0)
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        head = (f"POST /v1/transcribe HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST /v1/transcribe HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
         sock.sendall(head + body[: len(body) // 2])
         time.sleep(0.3)
     deadline = time.monotonic() + 10
@@ -96,8 +113,10 @@ def test_a_client_that_vanishes_mid_upload_is_499_without_an_error_log(server):
 def test_a_stalled_body_is_cut_off_with_408(server):
     body = wav_bytes(1.0)
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        head = (f"POST /v1/transcribe HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST /v1/transcribe HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
         sock.sendall(head + body[:1000])
         sock.settimeout(BODY_TIMEOUT + 10)
         started = time.monotonic()
@@ -111,8 +130,10 @@ def test_a_slow_but_steady_upload_is_not_cut_off(server):
     """Pauses shorter than the body timeout, however long the whole upload takes."""
     body = wav_bytes(0.5)
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        head = (f"POST /v1/transcribe HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        head = (
+            f"POST /v1/transcribe HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
         sock.sendall(head)
         step = len(body) // 4 + 1
         for i in range(0, len(body), step):

@@ -34,11 +34,21 @@ def corpus(tmp_path_factory) -> tuple[Path, dict[str, dict[str, object]]]:
 def server(checkpoints, tmp_path_factory) -> Iterator[tuple[str, subprocess.Popen]]:
     port = free_port()
     log = tmp_path_factory.mktemp("hostile-log") / "server.log"
-    args = ["serve", "--model", f"asr={checkpoints('ctc-group')}", "--port", str(port),
-            "--device", "cpu", "--max-audio-seconds", str(MAX_SECONDS)]
+    args = [
+        "serve",
+        "--model",
+        f"asr={checkpoints('ctc-group')}",
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+        "--max-audio-seconds",
+        str(MAX_SECONDS),
+    ]
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "service", *args], stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service", *args], stdout=out, stderr=subprocess.STDOUT
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             wait_ready(base, proc, log, 120)
@@ -59,8 +69,11 @@ def test_every_hostile_file_is_a_documented_answer(corpus, server):
         for name, spec in sorted(manifest.items()):
             data = (folder / name).read_bytes()
             try:
-                r = client.post("/v1/transcribe", content=data,
-                                headers={"content-type": "application/octet-stream"})
+                r = client.post(
+                    "/v1/transcribe",
+                    content=data,
+                    headers={"content-type": "application/octet-stream"},
+                )
             except httpx.HTTPError as exc:  # a dropped connection: the server died
                 pytest.fail(f"{name}: {exc!r}; server exit {proc.poll()}")
             problem = _judge(r, spec)

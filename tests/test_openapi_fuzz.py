@@ -33,11 +33,21 @@ CHECKS = [
 def base_url(checkpoints, tmp_path_factory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("fuzz") / "server.log"
-    args = ["serve", "--model", f"asr={checkpoints('ctc-group')}", "--port", str(port),
-            "--device", "cpu", "--max-audio-seconds", "20"]
+    args = [
+        "serve",
+        "--model",
+        f"asr={checkpoints('ctc-group')}",
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+        "--max-audio-seconds",
+        "20",
+    ]
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "service", *args], stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service", *args], stdout=out, stderr=subprocess.STDOUT
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             wait_ready(base, proc, log, 120)
@@ -56,8 +66,9 @@ def test_api_conforms_to_its_schema(base_url):
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=6, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=6, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         def run(case) -> None:
             case.call_and_validate(checks=CHECKS, timeout=30)
 

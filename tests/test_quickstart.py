@@ -101,8 +101,14 @@ def test_unseen_sentences_over_rest_and_predict_agree(quickstart_server, unseen_
         assert r.status_code == 200, r.text
         rest.append(r.json()["text"])
     cli = subprocess.run(
-        [sys.executable, "-m", "service", "predict", "--no-progress",
-         *[str(p) for p, _ in unseen_wavs]],
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "predict",
+            "--no-progress",
+            *[str(p) for p, _ in unseen_wavs],
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -122,8 +128,11 @@ def test_classify_has_a_real_default(quickstart_server, tmp_path):
     require_tool("espeak-ng")
     models = httpx.get(quickstart_server + "/v1/models", timeout=10).json()["data"]
     assert {(m["id"], m["task"]) for m in models} == {
-        ("demo-ctc", "transcribe"), ("demo-commands", "classify"), ("demo-speakers", "embed"),
-        ("demo-vad", "frames")}
+        ("demo-ctc", "transcribe"),
+        ("demo-commands", "classify"),
+        ("demo-speakers", "embed"),
+        ("demo-vad", "frames"),
+    }
     paths, words = [], []
     for k, (word, *voice) in enumerate(SPOKEN_COMMANDS):
         path = tmp_path / f"command-{k}.wav"
@@ -132,17 +141,32 @@ def test_classify_has_a_real_default(quickstart_server, tmp_path):
         words.append(word)
     rest = []
     for path in paths:
-        r = httpx.post(quickstart_server + "/v1/classify", files={"file": path.open("rb")},
-                       data={"top_k": "3"}, timeout=60)
+        r = httpx.post(
+            quickstart_server + "/v1/classify",
+            files={"file": path.open("rb")},
+            data={"top_k": "3"},
+            timeout=60,
+        )
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["model"] == "demo-commands" and len(body["labels"]) == 3
         rest.append(body["labels"][0]["label"])
     assert rest == words
     cli = subprocess.run(
-        [sys.executable, "-m", "service", "predict", "--no-progress", "--task", "classify",
-         *map(str, paths)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "predict",
+            "--no-progress",
+            "--task",
+            "classify",
+            *map(str, paths),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env=CLEAN_ENV,
     )
     assert cli.returncode == 0, cli.stderr
@@ -154,8 +178,11 @@ def test_embed_verify_and_frames_have_real_defaults(quickstart_server):
     ex = ROOT / "examples"
 
     def post(path, **files):
-        r = httpx.post(quickstart_server + path, timeout=60,
-                       files={k: (v.name, v.read_bytes()) for k, v in files.items()})
+        r = httpx.post(
+            quickstart_server + path,
+            timeout=60,
+            files={k: (v.name, v.read_bytes()) for k, v in files.items()},
+        )
         assert r.status_code == 200, r.text
         return r.json()
 

@@ -29,8 +29,14 @@ def ffmpeg(tmp_path, name: str, *args: str) -> bytes:
 def opus_71(tmp_path, seconds: float = 1.0) -> bytes:
     """The issue-20 crash: 8-channel (7.1) Opus in WebM, which libsndfile does not read."""
     return ffmpeg(
-        tmp_path, "t.webm", "-i", "sine=f=440:r=48000,aformat=channel_layouts=7.1",
-        "-t", str(seconds), "-c:a", "libopus",
+        tmp_path,
+        "t.webm",
+        "-i",
+        "sine=f=440:r=48000,aformat=channel_layouts=7.1",
+        "-t",
+        str(seconds),
+        "-c:a",
+        "libopus",
     )
 
 
@@ -39,9 +45,24 @@ def hour(tmp_path_factory) -> bytes:
     """An hour of 48 kHz silence: FLAC in Matroska (FFmpeg only), ~100 KB, written to a pipe
     so the header carries no duration; a decompression bomb and a slow decode at once."""
     path = tmp_path_factory.mktemp("bomb") / "hour.mka"
-    cmd = [require_tool("ffmpeg"), "-loglevel", "error", "-f", "lavfi", "-i",
-           "anullsrc=r=48000:cl=mono", "-t", "3600", "-c:a", "flac", "-frame_size", "65535",
-           "-f", "matroska", "pipe:1"]
+    cmd = [
+        require_tool("ffmpeg"),
+        "-loglevel",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        "anullsrc=r=48000:cl=mono",
+        "-t",
+        "3600",
+        "-c:a",
+        "flac",
+        "-frame_size",
+        "65535",
+        "-f",
+        "matroska",
+        "pipe:1",
+    ]
     with path.open("wb") as out:
         subprocess.run(cmd, check=True, stdout=out)
     return path.read_bytes()
@@ -143,8 +164,9 @@ def test_a_worker_past_the_decode_timeout_is_killed_and_replaced(tmp_path, hour)
 
 
 def test_memory_limit_is_a_4xx_not_a_crash(tmp_path, hour):
-    limits = sandbox.PoolLimits(workers=1, decode_timeout=60, queue_timeout=30,
-                                memory_bytes=32 << 20)
+    limits = sandbox.PoolLimits(
+        workers=1, decode_timeout=60, queue_timeout=30, memory_bytes=32 << 20
+    )
     try:
         with pytest.raises(ServiceError) as err:
             decode(hour, limits, max_seconds=3600.0)

@@ -116,8 +116,23 @@ RAW_BITSTREAMS = {"aptx", "dfpwm", "g722", "gsm", "mlp", "sbc", "codec2"}
 
 # libsndfile (major format, subtypes, channel counts): written with soundfile from Python.
 SNDFILE_CASES = [
-    ("WAV", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ULAW", "ALAW",
-             "IMA_ADPCM", "MS_ADPCM", "GSM610"], [1]),
+    (
+        "WAV",
+        [
+            "PCM_U8",
+            "PCM_16",
+            "PCM_24",
+            "PCM_32",
+            "FLOAT",
+            "DOUBLE",
+            "ULAW",
+            "ALAW",
+            "IMA_ADPCM",
+            "MS_ADPCM",
+            "GSM610",
+        ],
+        [1],
+    ),
     ("WAV", ["PCM_16"], [2, 3, 5, 8, 16, 33, 64]),
     ("WAVEX", ["PCM_16", "FLOAT"], [1, 6, 12]),
     ("RF64", ["PCM_16"], [1]),
@@ -143,12 +158,25 @@ def tone(seconds: float, rate: int, channels: int, seed: int = 0) -> np.ndarray:
     return x
 
 
-def riff(payload: bytes, rate: int, channels: int = 1, bits: int = 16, tag: int = 1,
-         size: int | None = None) -> bytes:
+def riff(
+    payload: bytes,
+    rate: int,
+    channels: int = 1,
+    bits: int = 16,
+    tag: int = 1,
+    size: int | None = None,
+) -> bytes:
     """A hand-made WAV header (to lie about anything) followed by payload."""
     width = max(1, bits // 8 * channels)
-    fmt = struct.pack("<HHIIHH", tag, channels, rate & 0xFFFFFFFF, (rate * width) & 0xFFFFFFFF,
-                      width & 0xFFFF, bits)
+    fmt = struct.pack(
+        "<HHIIHH",
+        tag,
+        channels,
+        rate & 0xFFFFFFFF,
+        (rate * width) & 0xFFFFFFFF,
+        width & 0xFFFF,
+        bits,
+    )
     size = len(payload) if size is None else size
     body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data"
     body += struct.pack("<I", size & 0xFFFFFFFF) + payload
@@ -172,9 +200,26 @@ class Corpus:
         path = self.out / f"ff_{name}"
         # To a file, not a pipe: muxers that seek back to write sizes (W64, AVI, RM) would
         # otherwise leave a lying header, which is a different case.
-        cmd = ["ffmpeg", "-y", "-loglevel", "error", "-f", "lavfi", "-i", src,
-               "-t", str(self.seconds), "-ac", str(channels), "-c:a", codec, *extra,
-               "-f", fmt, str(path)]
+        cmd = [
+            "ffmpeg",
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            src,
+            "-t",
+            str(self.seconds),
+            "-ac",
+            str(channels),
+            "-c:a",
+            codec,
+            *extra,
+            "-f",
+            fmt,
+            str(path),
+        ]
         done = subprocess.run(cmd, capture_output=True, timeout=60)
         if done.returncode or not path.exists() or not path.stat().st_size:
             path.unlink(missing_ok=True)
@@ -196,8 +241,13 @@ class Corpus:
                         rate = 22050
                     buf = io.BytesIO()
                     try:
-                        sf.write(buf, tone(self.seconds, rate, channels), rate,
-                                 format=major, subtype=subtype)
+                        sf.write(
+                            buf,
+                            tone(self.seconds, rate, channels),
+                            rate,
+                            format=major,
+                            subtype=subtype,
+                        )
                     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError):
                         continue
                     name = f"sf_{major}_{subtype}_{channels}ch".lower()
@@ -207,9 +257,27 @@ class Corpus:
         """Truncations and corruptions of a few well-formed files."""
         rng = random.Random(20)
         bases = [n for n in self.manifest if n.startswith(("ff_", "sf_"))]
-        bases = [n for n in bases if any(k in n for k in (
-            "wav_s16", "flac_s16", "ogg_vorbis", "webm_opus_71", "mp3", "m4a_aac", "caf_alac",
-            "mka_flac", "wv", "ac3", "asf_wmav2", "sf_ogg_opus_1ch"))]
+        bases = [
+            n
+            for n in bases
+            if any(
+                k in n
+                for k in (
+                    "wav_s16",
+                    "flac_s16",
+                    "ogg_vorbis",
+                    "webm_opus_71",
+                    "mp3",
+                    "m4a_aac",
+                    "caf_alac",
+                    "mka_flac",
+                    "wv",
+                    "ac3",
+                    "asf_wmav2",
+                    "sf_ogg_opus_1ch",
+                )
+            )
+        ]
         for base in bases:
             data = (self.out / base).read_bytes()
             for frac in (0.5, 0.1):
@@ -238,21 +306,26 @@ class Corpus:
         self.add("wav_bits0", riff(pcm, RATE, bits=0), "error")
         self.add("wav_bits_13", riff(pcm, RATE, bits=13), "any")
         self.add("wav_tag_unknown", riff(pcm, RATE, tag=0x1234), "error")
-        self.add("wav_size_overstated", riff(pcm, RATE, size=len(pcm) * 1000), "ok",
-                 self.seconds)
-        self.add("wav_size_understated", riff(pcm, RATE, size=len(pcm) // 2), "ok",
-                 self.seconds / 2)
+        self.add("wav_size_overstated", riff(pcm, RATE, size=len(pcm) * 1000), "ok", self.seconds)
+        self.add(
+            "wav_size_understated", riff(pcm, RATE, size=len(pcm) // 2), "ok", self.seconds / 2
+        )
         self.add("wav_size_ffffffff", riff(pcm, RATE, size=0xFFFFFFFF), "ok", self.seconds)
         self.add("wav_size_odd", riff(pcm + b"\x01", RATE), "ok", self.seconds)
         self.add("wav_claims_10h", riff(pcm, RATE, size=RATE * 2 * 36000), "ok", self.seconds)
         self.add("wav_empty_data", riff(b"", RATE), "error")
         self.add("wav_one_sample", riff(b"\x00\x01", RATE), "error")
-        self.add("wav_nan", riff(np.full(8000, np.nan, "<f4").tobytes(), RATE, bits=32, tag=3),
-                 "error")
-        self.add("wav_inf", riff(np.full(8000, np.inf, "<f4").tobytes(), RATE, bits=32, tag=3),
-                 "error")
-        self.add("wav_huge_floats", riff(np.full(8000, 3e38, "<f4").tobytes(), RATE, bits=32,
-                                         tag=3), "any")
+        self.add(
+            "wav_nan", riff(np.full(8000, np.nan, "<f4").tobytes(), RATE, bits=32, tag=3), "error"
+        )
+        self.add(
+            "wav_inf", riff(np.full(8000, np.inf, "<f4").tobytes(), RATE, bits=32, tag=3), "error"
+        )
+        self.add(
+            "wav_huge_floats",
+            riff(np.full(8000, 3e38, "<f4").tobytes(), RATE, bits=32, tag=3),
+            "any",
+        )
         self.add("riff_no_chunks", b"RIFF\x04\x00\x00\x00WAVE", "error")
         self.add("riff_fmt_loop", b"RIFF\xff\xff\xff\xffWAVEfmt \xff\xff\xff\xff", "error")
         self.add("empty", b"", "error")
@@ -268,18 +341,54 @@ class Corpus:
         self.add("ftyp_only", b"\x00\x00\x00\x18ftypM4A \x00\x00\x00\x00M4A mp42", "error")
 
     def zero_length(self) -> None:
-        for name, fmt, codec in (("wav", "wav", "pcm_s16le"), ("flac", "flac", "flac"),
-                                 ("webm", "webm", "libopus"), ("ogg", "ogg", "libvorbis"),
-                                 ("m4a", "ipod", "aac"), ("mka", "matroska", "pcm_s16le"),
-                                 ("mp3", "mp3", "libmp3lame")):
-            cmd = ["ffmpeg", "-y", "-loglevel", "error", "-f", "lavfi", "-i",
-                   "anullsrc=r=48000:cl=mono", "-t", "0", "-c:a", codec, "-f", fmt, "pipe:1"]
+        for name, fmt, codec in (
+            ("wav", "wav", "pcm_s16le"),
+            ("flac", "flac", "flac"),
+            ("webm", "webm", "libopus"),
+            ("ogg", "ogg", "libvorbis"),
+            ("m4a", "ipod", "aac"),
+            ("mka", "matroska", "pcm_s16le"),
+            ("mp3", "mp3", "libmp3lame"),
+        ):
+            cmd = [
+                "ffmpeg",
+                "-y",
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "anullsrc=r=48000:cl=mono",
+                "-t",
+                "0",
+                "-c:a",
+                codec,
+                "-f",
+                fmt,
+                "pipe:1",
+            ]
             done = subprocess.run(cmd, capture_output=True, timeout=60)
             if done.returncode == 0:
                 self.add(f"zero_{name}", done.stdout, "error")
-        video = ["ffmpeg", "-y", "-loglevel", "error", "-f", "lavfi", "-i",
-                 "testsrc=size=64x64:rate=5", "-t", "1", "-c:v", "mpeg4", "-f", "mp4",
-                 "-movflags", "frag_keyframe+empty_moov", "pipe:1"]
+        video = [
+            "ffmpeg",
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x64:rate=5",
+            "-t",
+            "1",
+            "-c:v",
+            "mpeg4",
+            "-f",
+            "mp4",
+            "-movflags",
+            "frag_keyframe+empty_moov",
+            "pipe:1",
+        ]
         done = subprocess.run(video, capture_output=True, timeout=60)
         if done.returncode == 0:
             self.add("video_only_mp4", done.stdout, "error")
@@ -290,9 +399,24 @@ class Corpus:
             ("bomb_flac_mka_2h", "matroska", 48000, ("-frame_size", "65535")),
             ("bomb_flac_2h", "flac", 16000, ("-frame_size", "65535")),
         ):
-            cmd = ["ffmpeg", "-y", "-loglevel", "error", "-f", "lavfi", "-i",
-                   f"anullsrc=r={rate}:cl=mono", "-t", "7200", "-c:a", "flac", *extra,
-                   "-f", fmt, "pipe:1"]
+            cmd = [
+                "ffmpeg",
+                "-y",
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                f"anullsrc=r={rate}:cl=mono",
+                "-t",
+                "7200",
+                "-c:a",
+                "flac",
+                *extra,
+                "-f",
+                fmt,
+                "pipe:1",
+            ]
             done = subprocess.run(cmd, capture_output=True, timeout=300)
             if done.returncode == 0:
                 self.add(name, done.stdout, "too_long")

@@ -52,8 +52,9 @@ DATA_DIR = Path(__file__).parent / "data" / "commands"
 
 @cache
 def phonemes(word: str) -> str:
-    out = subprocess.run(["espeak-ng", "-q", "-x", "-v", "en-us", word], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["espeak-ng", "-q", "-x", "-v", "en-us", word], capture_output=True, text=True, check=True
+    ).stdout
     return "".join(out.split())
 
 
@@ -61,8 +62,11 @@ def phonemes(word: str) -> str:
 def unknown_words() -> tuple[str, ...]:
     """Common words that do not sound like a command: "know" is "no" to the ear."""
     spoken = {phonemes(c) for c in COMMANDS}
-    return tuple(w for w in common_words(2000)
-                 if w not in COMMANDS and phonemes(w) not in spoken and len(w) > 1)
+    return tuple(
+        w
+        for w in common_words(2000)
+        if w not in COMMANDS and phonemes(w) not in spoken and len(w) > 1
+    )
 
 
 @dataclass(frozen=True)
@@ -88,17 +92,21 @@ def plan(name: str, n: int, variants: tuple[str, ...], seed: int = 0) -> list[Cl
     for k in range(n):
         label = k % len(LABELS)
         word = LABELS[label] if label < len(COMMANDS) else words[int(rng.integers(len(words)))]
-        out.append(Clip(
-            word=word, label=label,
-            voice=VOICES[int(rng.integers(len(VOICES)))],
-            variant=variants[int(rng.integers(len(variants)))],
-            speed=int(rng.integers(120, 231)), pitch=int(rng.integers(20, 81)),
-            lead_s=round(float(rng.uniform(0.0, 0.6)), 3),
-            length_s=round(float(rng.uniform(0.8, 2.0)), 3),
-            gain=round(float(rng.uniform(0.3, 1.0)), 3),
-            snr_db=round(float(rng.uniform(15, 45)), 1) if rng.random() < 0.7 else None,
-            seed=int(rng.integers(2**31)),
-        ))
+        out.append(
+            Clip(
+                word=word,
+                label=label,
+                voice=VOICES[int(rng.integers(len(VOICES)))],
+                variant=variants[int(rng.integers(len(variants)))],
+                speed=int(rng.integers(120, 231)),
+                pitch=int(rng.integers(20, 81)),
+                lead_s=round(float(rng.uniform(0.0, 0.6)), 3),
+                length_s=round(float(rng.uniform(0.8, 2.0)), 3),
+                gain=round(float(rng.uniform(0.3, 1.0)), 3),
+                snr_db=round(float(rng.uniform(15, 45)), 1) if rng.random() < 0.7 else None,
+                seed=int(rng.integers(2**31)),
+            )
+        )
     return out
 
 
@@ -109,7 +117,7 @@ def render(c: Clip) -> np.ndarray:
     lead = int(c.lead_s * SAMPLE_RATE)
     total = max(int(c.length_s * SAMPLE_RATE), lead + len(speech) + SAMPLE_RATE // 20)
     x = np.zeros(total, np.float32)
-    x[lead:lead + len(speech)] = speech
+    x[lead : lead + len(speech)] = speech
     if c.snr_db is not None:
         sigma = (float(np.mean(speech**2)) / 10 ** (c.snr_db / 10)) ** 0.5
         x += np.random.default_rng(c.seed).normal(0, sigma, total).astype(np.float32)
@@ -131,18 +139,25 @@ def load_split(name: str, n: int, variants: tuple[str, ...]) -> tuple[list[Tenso
     with np.load(path) as stored:  # an NpzFile reads the whole array on every ["audio"]
         audio, lengths = stored["audio"], stored["lengths"]
     bounds = np.cumsum([0, *lengths])
-    waves = [torch.from_numpy(normalize(audio[a:b].astype(np.float32) / 32768))
-             for a, b in zip(bounds[:-1], bounds[1:])]
+    waves = [
+        torch.from_numpy(normalize(audio[a:b].astype(np.float32) / 32768))
+        for a, b in zip(bounds[:-1], bounds[1:])
+    ]
     return waves, torch.tensor([c.label for c in clips])
 
 
 def classifier_config(ctc: Wav2Vec2Config) -> Wav2Vec2Config:
     """The CTC model's encoder under a mean-pooled classification head."""
-    return Wav2Vec2Config.from_dict({
-        **ctc.to_dict(), "architectures": ["Wav2Vec2ForSequenceClassification"],
-        "id2label": dict(enumerate(LABELS)), "label2id": {k: i for i, k in enumerate(LABELS)},
-        "classifier_proj_size": 256, "use_weighted_layer_sum": False,
-    })
+    return Wav2Vec2Config.from_dict(
+        {
+            **ctc.to_dict(),
+            "architectures": ["Wav2Vec2ForSequenceClassification"],
+            "id2label": dict(enumerate(LABELS)),
+            "label2id": {k: i for i, k in enumerate(LABELS)},
+            "classifier_proj_size": 256,
+            "use_weighted_layer_sum": False,
+        }
+    )
 
 
 def pooled_logits(model: Wav2Vec2ForSequenceClassification, waves: list[Tensor]) -> Tensor:
@@ -153,54 +168,63 @@ def pooled_logits(model: Wav2Vec2ForSequenceClassification, waves: list[Tensor])
 
 
 @torch.no_grad()
-def accuracy(model: Wav2Vec2ForSequenceClassification, waves: list[Tensor],
-             labels: Tensor) -> dict[str, Any]:
+def accuracy(
+    model: Wav2Vec2ForSequenceClassification, waves: list[Tensor], labels: Tensor
+) -> dict[str, Any]:
     """Through the serving forward, 64 clips a call; also the per-label accuracy."""
     model.eval()
     with use_kernel(model, "auto"):
-        preds = torch.cat([model(waves[i:i + 64]).argmax(-1) for i in range(0, len(waves), 64)])
+        preds = torch.cat([model(waves[i : i + 64]).argmax(-1) for i in range(0, len(waves), 64)])
     model.train()
-    per_label = {LABELS[k]: float((preds[labels == k] == k).float().mean())
-                 for k in range(len(LABELS))}
-    return {"accuracy": float((preds == labels).float().mean()), "n": len(waves),
-            "per_label": per_label}
+    per_label = {
+        LABELS[k]: float((preds[labels == k] == k).float().mean()) for k in range(len(LABELS))
+    }
+    return {
+        "accuracy": float((preds == labels).float().mean()),
+        "n": len(waves),
+        "per_label": per_label,
+    }
 
 
 def model_card(record: dict[str, Any]) -> str:
-    rows = [f"| {name} | {r['n']} | {100 * r['accuracy']:.1f}% | "
-            f"{', '.join(f'{k} {100 * v:.0f}%' for k, v in r['per_label'].items())} |"
-            for name, r in record["eval"].items()]
-    return "\n".join([
-        "# demo-commands: spoken-command classifier on synthetic English speech",
-        "",
-        "The service's embedded default for `/v1/classify`: a Wav2Vec2ForSequenceClassification "
-        f"({record['parameters'] / 1e6:.2f} M parameters, fp16 weights) that labels a short clip "
-        f"as one of {', '.join(COMMANDS)}, or `{UNKNOWN}` for any other word. Its encoder is "
-        "the CTC demo model's (`service/models/demo-ctc`), fine-tuned with a mean-pooled head on "
-        "one-word clips synthesized by espeak-ng. It has never heard a human voice.",
-        "",
-        "## Held-out accuracy",
-        "",
-        "| held-out set | clips | accuracy | per label |",
-        "|---|---|---|---|",
-        *rows,
-        "",
-        "- seen: new renderings (speeds, pitches, placement, noise) with the training voices;",
-        f"- voices: the voice variants never trained on ({', '.join(HELDOUT_VARIANTS)}).",
-        "",
-        "## Recipe",
-        "",
-        f"- Data: {record['train_clips']:,} clips of 0.8-2 s, one word each at 0-0.6 s, "
-        f"{len(VOICES)} espeak-ng English voices x {len(seen_variants())} variants, 120-230 wpm, "
-        "pitch 20-80, peak gain 0.3-1.0, Gaussian noise at 15-45 dB SNR on 70%. The unknown "
-        f"words ({len(unknown_words())}) are common words (`wordfreq`) whose espeak-ng "
-        "phonemes differ from every command's.",
-        f"- Init: {record['init']}; AdamW, peak LR {record['lr']:g}, warmup then cosine, "
-        f"batches of {record['batch']} clips, cross-entropy; weight average (EMA) exported.",
-        f"- {record['minutes']:.0f} min, {record['steps']} steps on {record['machine']}; "
-        f"command: `{record['command']}` ({record['started']}).",
-        "",
-    ])
+    rows = [
+        f"| {name} | {r['n']} | {100 * r['accuracy']:.1f}% | "
+        f"{', '.join(f'{k} {100 * v:.0f}%' for k, v in r['per_label'].items())} |"
+        for name, r in record["eval"].items()
+    ]
+    return "\n".join(
+        [
+            "# demo-commands: spoken-command classifier on synthetic English speech",
+            "",
+            "The service's embedded default for `/v1/classify`: a Wav2Vec2ForSequenceClassification "
+            f"({record['parameters'] / 1e6:.2f} M parameters, fp16 weights) that labels a short clip "
+            f"as one of {', '.join(COMMANDS)}, or `{UNKNOWN}` for any other word. Its encoder is "
+            "the CTC demo model's (`service/models/demo-ctc`), fine-tuned with a mean-pooled head on "
+            "one-word clips synthesized by espeak-ng. It has never heard a human voice.",
+            "",
+            "## Held-out accuracy",
+            "",
+            "| held-out set | clips | accuracy | per label |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+            "- seen: new renderings (speeds, pitches, placement, noise) with the training voices;",
+            f"- voices: the voice variants never trained on ({', '.join(HELDOUT_VARIANTS)}).",
+            "",
+            "## Recipe",
+            "",
+            f"- Data: {record['train_clips']:,} clips of 0.8-2 s, one word each at 0-0.6 s, "
+            f"{len(VOICES)} espeak-ng English voices x {len(seen_variants())} variants, 120-230 wpm, "
+            "pitch 20-80, peak gain 0.3-1.0, Gaussian noise at 15-45 dB SNR on 70%. The unknown "
+            f"words ({len(unknown_words())}) are common words (`wordfreq`) whose espeak-ng "
+            "phonemes differ from every command's.",
+            f"- Init: {record['init']}; AdamW, peak LR {record['lr']:g}, warmup then cosine, "
+            f"batches of {record['batch']} clips, cross-entropy; weight average (EMA) exported.",
+            f"- {record['minutes']:.0f} min, {record['steps']} steps on {record['machine']}; "
+            f"command: `{record['command']}` ({record['started']}).",
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -221,13 +245,17 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
 
     train_x, train_y = load_split("train", args.train_clips, seen_variants())
-    heldout = {"seen": load_split("heldout-seen", args.heldout_clips, seen_variants()),
-               "voices": load_split("heldout-voices", args.heldout_clips, HELDOUT_VARIANTS)}
+    heldout = {
+        "seen": load_split("heldout-seen", args.heldout_clips, seen_variants()),
+        "voices": load_split("heldout-voices", args.heldout_clips, HELDOUT_VARIANTS),
+    }
     config = classifier_config(Wav2Vec2Config.from_file(args.init / "config.json"))
     model = Wav2Vec2ForSequenceClassification(config)
-    encoder = {k: v.float() for k, v in rename(read_weights(args.init), config,
-                                                pretraining=False).items()
-               if k.startswith("wav2vec2.")}
+    encoder = {
+        k: v.float()
+        for k, v in rename(read_weights(args.init), config, pretraining=False).items()
+        if k.startswith("wav2vec2.")
+    }
     missing, unexpected = model.load_state_dict(encoder, strict=False)
     assert not unexpected and all(k.startswith(("projector", "classifier")) for k in missing)
     model.train()
@@ -235,19 +263,25 @@ def main(argv: list[str] | None = None) -> None:
     dtype = choose_dtype(args.dtype)
     decay = [q for n, q in model.named_parameters() if q.ndim >= 2 and "norm" not in n]
     rest = [q for n, q in model.named_parameters() if not (q.ndim >= 2 and "norm" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
-                             {"params": rest, "weight_decay": 0.0}], lr=args.lr)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}], lr=args.lr
+    )
     record: dict[str, Any] = {
         "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(dtype), "init": f"encoder of {args.init.name} "
+        "machine": machine(dtype),
+        "init": f"encoder of {args.init.name} "
         f"(round {len(json.loads((args.init / 'training.json').read_text())['rounds'])})",
-        "command": "python -m training.commands " + " ".join(sys.argv[1:] if argv is None
-                                                              else argv),
-        "parameters": sum(q.numel() for q in model.parameters()), "train_clips": len(train_x),
-        "lr": args.lr, "batch": args.batch,
+        "command": "python -m training.commands "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "parameters": sum(q.numel() for q in model.parameters()),
+        "train_clips": len(train_x),
+        "lr": args.lr,
+        "batch": args.batch,
     }
-    print(f"{len(train_x)} training clips, {len(unknown_words())} unknown words; "
-          f"{record['machine']}", flush=True)
+    print(
+        f"{len(train_x)} training clips, {len(unknown_words())} unknown words; {record['machine']}",
+        flush=True,
+    )
 
     rng = np.random.default_rng(0)
     order = rng.permutation(len(train_x))
@@ -259,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
             break
         if len(order) < args.batch:
             order = rng.permutation(len(train_x))
-        idx, order = order[:args.batch], order[args.batch:]
+        idx, order = order[: args.batch], order[args.batch :]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
             logits = pooled_logits(model, [train_x[i] for i in idx])
         loss = F.cross_entropy(logits.float(), train_y[idx])
@@ -275,16 +309,32 @@ def main(argv: list[str] | None = None) -> None:
         bar.update()
         bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.1e}", refresh=False)
         if step % 200 == 0:
-            tqdm.write(f"[eval] step {step}: " + ", ".join(
-                f"{k} {100 * accuracy(averaged, *v)['accuracy']:.1f}%"
-                for k, v in heldout.items()), file=sys.stdout)
+            tqdm.write(
+                f"[eval] step {step}: "
+                + ", ".join(
+                    f"{k} {100 * accuracy(averaged, *v)['accuracy']:.1f}%"
+                    for k, v in heldout.items()
+                ),
+                file=sys.stdout,
+            )
     bar.close()
-    record.update(minutes=(time.monotonic() - start) / 60, steps=step,
-                  eval={k: accuracy(averaged, *v) for k, v in heldout.items()})
-    export.save_directory(averaged, config, args.run / "export", README=model_card(record),
-                          **{"training.json": record})
-    print("[final] " + ", ".join(f"{k} accuracy {100 * v['accuracy']:.1f}%"
-                                 for k, v in record["eval"].items()), flush=True)
+    record.update(
+        minutes=(time.monotonic() - start) / 60,
+        steps=step,
+        eval={k: accuracy(averaged, *v) for k, v in heldout.items()},
+    )
+    export.save_directory(
+        averaged,
+        config,
+        args.run / "export",
+        README=model_card(record),
+        **{"training.json": record},
+    )
+    print(
+        "[final] "
+        + ", ".join(f"{k} accuracy {100 * v['accuracy']:.1f}%" for k, v in record["eval"].items()),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -38,11 +38,29 @@ from training.sentences import RESERVED, natural_sentence, random_sequence
 SAMPLE_RATE = 16_000
 DATA_DIR = Path(__file__).parent / "data"
 # espeak-ng's own English voices (the MBROLA ones need voice files that are not installed).
-VOICES = ("en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd",
-          "en-029", "en-us-nyc")
+VOICES = (
+    "en",
+    "en-us",
+    "en-gb-scotland",
+    "en-gb-x-gbclan",
+    "en-gb-x-rp",
+    "en-gb-x-gbcwmd",
+    "en-029",
+    "en-us-nyc",
+)
 # Never trained on: held-out set (c).
-HELDOUT_VARIANTS = ("f4", "m5", "Andrea", "benjamin", "klatt3", "Mike", "steph2", "travis",
-                    "Hugo", "grandma")
+HELDOUT_VARIANTS = (
+    "f4",
+    "m5",
+    "Andrea",
+    "benjamin",
+    "klatt3",
+    "Mike",
+    "steph2",
+    "travis",
+    "Hugo",
+    "grandma",
+)
 HELDOUT_SETS = ("natural", "random", "voices")
 NATURAL_FRACTION = 0.3
 NOISY_FRACTION = 0.6
@@ -54,11 +72,12 @@ PAUSE_SECONDS = (0.3, 1.5)
 @cache
 def all_variants() -> tuple[str, ...]:
     """Variant file names from `espeak-ng --voices=variant`, plus "" for the plain voice."""
-    out = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["espeak-ng", "--voices=variant"], capture_output=True, text=True, check=True
+    ).stdout
     names = set()
     for line in out.splitlines()[1:]:
-        path = line[line.index("!v/") + 3:].split("  ")[0] if "!v/" in line else ""
+        path = line[line.index("!v/") + 3 :].split("  ")[0] if "!v/" in line else ""
         if path and " " not in path:  # "Mr serious" cannot be named after a '+'
             names.add(path)
     return ("", *sorted(names))
@@ -99,25 +118,30 @@ def plan_split(name: str, n: int, seed: int, exclude: set[str]) -> list[Utteranc
     out: list[Utterance] = []
     texts: set[str] = set()
     while len(out) < n:
-        natural = kind == "natural" or (kind not in HELDOUT_SETS[:2]
-                                        and rng.random() < NATURAL_FRACTION)
+        natural = kind == "natural" or (
+            kind not in HELDOUT_SETS[:2] and rng.random() < NATURAL_FRACTION
+        )
         text = natural_sentence(rng, heldout=kind == "natural") if natural else random_sequence(rng)
         if text in exclude or text in texts:
             continue
         texts.add(text)
-        out.append(Utterance(
-            text=text,
-            kind="natural" if natural else "random",
-            voice=VOICES[int(rng.integers(len(VOICES)))],
-            variant=variants[int(rng.integers(len(variants)))],
-            speed=int(rng.integers(120, 231)),
-            pitch=int(rng.integers(20, 81)),
-            lead_s=round(float(rng.uniform(0, 0.5)), 3),
-            tail_s=round(float(rng.uniform(0, 0.5)), 3),
-            gain=round(float(rng.uniform(0.3, 1.0)), 3),
-            snr_db=round(float(rng.uniform(20, 45)), 1) if rng.random() < NOISY_FRACTION else None,
-            seed=int(rng.integers(2**31)),
-        ))
+        out.append(
+            Utterance(
+                text=text,
+                kind="natural" if natural else "random",
+                voice=VOICES[int(rng.integers(len(VOICES)))],
+                variant=variants[int(rng.integers(len(variants)))],
+                speed=int(rng.integers(120, 231)),
+                pitch=int(rng.integers(20, 81)),
+                lead_s=round(float(rng.uniform(0, 0.5)), 3),
+                tail_s=round(float(rng.uniform(0, 0.5)), 3),
+                gain=round(float(rng.uniform(0.3, 1.0)), 3),
+                snr_db=round(float(rng.uniform(20, 45)), 1)
+                if rng.random() < NOISY_FRACTION
+                else None,
+                seed=int(rng.integers(2**31)),
+            )
+        )
     if kind not in HELDOUT_SETS:
         out = _with_pauses(out, _rng(seed, name, "pauses"))
     return out
@@ -141,20 +165,25 @@ def _with_pauses(plan: list[Utterance], rng: np.random.Generator) -> list[Uttera
 def espeak(text: str, voice: str, variant: str, speed: int, pitch: int) -> np.ndarray:
     """espeak-ng's float32 waveform at SAMPLE_RATE, leading and trailing silence trimmed."""
     name = f"{voice}+{variant}" if variant else voice
-    wav = subprocess.run(["espeak-ng", "-v", name, "-s", str(speed), "-p", str(pitch), "--stdout",
-                          text], capture_output=True, check=True).stdout
+    wav = subprocess.run(
+        ["espeak-ng", "-v", name, "-s", str(speed), "-p", str(pitch), "--stdout", text],
+        capture_output=True,
+        check=True,
+    ).stdout
     x, rate = sf.read(io.BytesIO(wav), dtype="float32")
     x = soxr.resample(x, rate, SAMPLE_RATE)
     loud = np.flatnonzero(np.abs(x) > 0.01 * max(float(np.abs(x).max()), 1e-6))
-    return x[loud[0]:loud[-1] + 1] if len(loud) else x
+    return x[loud[0] : loud[-1] + 1] if len(loud) else x
 
 
 def render(u: Utterance) -> np.ndarray:
     """The finished utterance: speech at `gain` peak, silence either side, noise at `snr_db`."""
     if u.pause_word:
         words = u.text.split()
-        parts = [espeak(" ".join(ws), u.voice, u.variant, u.speed, u.pitch)
-                 for ws in (words[:u.pause_word], words[u.pause_word:])]
+        parts = [
+            espeak(" ".join(ws), u.voice, u.variant, u.speed, u.pitch)
+            for ws in (words[: u.pause_word], words[u.pause_word :])
+        ]
         pause = np.zeros(int(u.pause_s * SAMPLE_RATE), np.float32)
         speech = np.concatenate([parts[0], pause, parts[1]])
     else:
@@ -183,7 +212,8 @@ def write_split(args: tuple[Path, str, list[Utterance]]) -> tuple[str, int, floa
     tmp.rename(out_dir / f"{name}.npy")
     # The JSON lands last: a split counts as done only when it exists.
     (out_dir / f"{name}.json").write_text(
-        json.dumps({"version": CORPUS_VERSION, "utterances": meta}, indent=0))
+        json.dumps({"version": CORPUS_VERSION, "utterances": meta}, indent=0)
+    )
     return name, len(plan), offset / SAMPLE_RATE
 
 
@@ -203,31 +233,55 @@ def main() -> None:
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    heldout = {f"heldout-{k}": plan_split(f"heldout-{k}", args.heldout_size, args.seed, RESERVED)
-               for k in HELDOUT_SETS}
+    heldout = {
+        f"heldout-{k}": plan_split(f"heldout-{k}", args.heldout_size, args.seed, RESERVED)
+        for k in HELDOUT_SETS
+    }
     exclude = RESERVED | {u.text for plan in heldout.values() for u in plan}
     jobs = [(args.out, name, plan) for name, plan in heldout.items()]
-    jobs += [(args.out, name, plan_split(name, args.shard_size, args.seed, exclude))
-             for name in (f"train-{i:05d}" for i in range(args.train_shards))]
+    jobs += [
+        (args.out, name, plan_split(name, args.shard_size, args.seed, exclude))
+        for name in (f"train-{i:05d}" for i in range(args.train_shards))
+    ]
     # Held-out sets are the same in every version; training shards are redone when older.
-    todo = [j for j in jobs
-            if _version(args.out / f"{j[1]}.json") < (1 if j[1] in heldout else CORPUS_VERSION)]
-    print(f"{len(jobs) - len(todo)} splits present, {len(todo)} to synthesize "
-          f"({len(all_variants())} variants, {len(HELDOUT_VARIANTS)} held out)", flush=True)
+    todo = [
+        j
+        for j in jobs
+        if _version(args.out / f"{j[1]}.json") < (1 if j[1] in heldout else CORPUS_VERSION)
+    ]
+    print(
+        f"{len(jobs) - len(todo)} splits present, {len(todo)} to synthesize "
+        f"({len(all_variants())} variants, {len(HELDOUT_VARIANTS)} held out)",
+        flush=True,
+    )
     start = time.monotonic()
     with Pool(args.workers) as pool:
         for name, n, seconds in pool.imap_unordered(write_split, todo):
             elapsed = time.monotonic() - start
-            print(f"{name}: {n} utterances, {seconds / 3600:.2f} h audio "
-                  f"({elapsed:.0f} s elapsed)", flush=True)
+            print(
+                f"{name}: {n} utterances, {seconds / 3600:.2f} h audio ({elapsed:.0f} s elapsed)",
+                flush=True,
+            )
     manifest = {}
     for _, name, _ in jobs:
         meta = json.loads((args.out / f"{name}.json").read_text())["utterances"]
-        manifest[name] = {"utterances": len(meta),
-                          "hours": sum(m["length"] for m in meta) / SAMPLE_RATE / 3600}
-    (args.out / "manifest.json").write_text(json.dumps(
-        {"version": CORPUS_VERSION, "seed": args.seed, "sample_rate": SAMPLE_RATE, "voices": VOICES,
-         "heldout_variants": HELDOUT_VARIANTS, "splits": manifest}, indent=1))
+        manifest[name] = {
+            "utterances": len(meta),
+            "hours": sum(m["length"] for m in meta) / SAMPLE_RATE / 3600,
+        }
+    (args.out / "manifest.json").write_text(
+        json.dumps(
+            {
+                "version": CORPUS_VERSION,
+                "seed": args.seed,
+                "sample_rate": SAMPLE_RATE,
+                "voices": VOICES,
+                "heldout_variants": HELDOUT_VARIANTS,
+                "splits": manifest,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Write examples/*.wav: short espeak-ng English sentences at 16 kHz, never trained on.
 
-    python -m training.examples
+python -m training.examples
 """
 
 from __future__ import annotations

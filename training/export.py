@@ -35,8 +35,9 @@ def hf_config(config: Wav2Vec2Config) -> dict[str, Any]:
     import transformers
 
     ours = config.to_dict()
-    full = transformers.Wav2Vec2Config(**{k: v for k, v in ours.items()
-                                          if k not in ("id2label", "label2id")}).to_dict()
+    full = transformers.Wav2Vec2Config(
+        **{k: v for k, v in ours.items() if k not in ("id2label", "label2id")}
+    ).to_dict()
     full.update(ours)
     full.pop("transformers_version", None)
     return full
@@ -49,21 +50,32 @@ def _write_json(path: Path, obj: Any) -> None:
 def save(model: nn.Module, config: Wav2Vec2Config, out_dir: Path, history: dict[str, Any]) -> None:
     """The CTC demo model: weights, configs, vocabulary and tokenizer, record and card."""
     special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
-    save_directory(model, config, out_dir, README=model_card(history), **{
-        "training.json": history,
-        "vocab.json": {t: i for i, t in enumerate(VOCAB)},
-        "special_tokens_map.json": special,
-        "tokenizer_config.json": {
-            "tokenizer_class": "Wav2Vec2CTCTokenizer", **special, "word_delimiter_token": "|",
-            "replace_word_delimiter_char": " ", "do_lower_case": False,
-            "clean_up_tokenization_spaces": False, "processor_class": "Wav2Vec2Processor",
-            "model_max_length": 1_000_000_000,
+    save_directory(
+        model,
+        config,
+        out_dir,
+        README=model_card(history),
+        **{
+            "training.json": history,
+            "vocab.json": {t: i for i, t in enumerate(VOCAB)},
+            "special_tokens_map.json": special,
+            "tokenizer_config.json": {
+                "tokenizer_class": "Wav2Vec2CTCTokenizer",
+                **special,
+                "word_delimiter_token": "|",
+                "replace_word_delimiter_char": " ",
+                "do_lower_case": False,
+                "clean_up_tokenization_spaces": False,
+                "processor_class": "Wav2Vec2Processor",
+                "model_max_length": 1_000_000_000,
+            },
         },
-    })
+    )
 
 
-def save_directory(model: nn.Module, config: Wav2Vec2Config, out_dir: Path, README: str,
-                   **files: Any) -> None:
+def save_directory(
+    model: nn.Module, config: Wav2Vec2Config, out_dir: Path, README: str, **files: Any
+) -> None:
     """A Hugging Face model directory: fp16 model.safetensors, config.json, the feature
     extractor's config, README.md and `files` (name -> JSON). Written next to out_dir, then
     swapped in: a reader never sees half of it."""
@@ -74,12 +86,19 @@ def save_directory(model: nn.Module, config: Wav2Vec2Config, out_dir: Path, READ
     save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     _write_json(tmp / "config.json", hf_config(config))
     processor = "Wav2Vec2Processor" if "tokenizer_config.json" in files else None
-    _write_json(tmp / "preprocessor_config.json", {
-        "feature_extractor_type": "Wav2Vec2FeatureExtractor",
-        **({"processor_class": processor} if processor else {}),
-        "feature_size": 1, "sampling_rate": 16_000, "padding_side": "right",
-        "padding_value": 0.0, "do_normalize": True, "return_attention_mask": True,
-    })
+    _write_json(
+        tmp / "preprocessor_config.json",
+        {
+            "feature_extractor_type": "Wav2Vec2FeatureExtractor",
+            **({"processor_class": processor} if processor else {}),
+            "feature_size": 1,
+            "sampling_rate": 16_000,
+            "padding_side": "right",
+            "padding_value": 0.0,
+            "do_normalize": True,
+            "return_attention_mask": True,
+        },
+    )
     for name, obj in files.items():
         _write_json(tmp / name, obj)
     (tmp / "README.md").write_text(README)
@@ -106,8 +125,10 @@ def _pct(x: float | None) -> str:
 def _eval_table(evals: dict[str, dict[str, float]]) -> list[str]:
     rows = ["| held-out set | utterances | CER | WER |", "|---|---|---|---|"]
     for name, r in evals.items():
-        rows.append(f"| {name}: {HELDOUT_NAMES.get(name, '')} | {r.get('n', '–')} "
-                    f"| {_pct(r['cer'])} | {_pct(r['wer'])} |")
+        rows.append(
+            f"| {name}: {HELDOUT_NAMES.get(name, '')} | {r.get('n', '–')} "
+            f"| {_pct(r['cer'])} | {_pct(r['wer'])} |"
+        )
     return rows
 
 
@@ -149,59 +170,90 @@ def model_card(h: dict[str, Any]) -> str:
         lines.append("No evaluation yet.")
     if h.get("fp16_check"):
         c = h["fp16_check"]
-        lines += ["", f"fp16 weights vs fp32 on the held-out sets: mean CER {_pct(c['fp32_cer'])} "
-                      f"(fp32) vs {_pct(c['fp16_cer'])} (fp16), {c['changed']} of {c['n']} "
-                      "transcripts changed."]
+        lines += [
+            "",
+            f"fp16 weights vs fp32 on the held-out sets: mean CER {_pct(c['fp32_cer'])} "
+            f"(fp32) vs {_pct(c['fp16_cer'])} (fp16), {c['changed']} of {c['n']} "
+            "transcripts changed.",
+        ]
     if h.get("longform"):
         lf = h["longform"]
-        lines += ["", "## Long recordings with pauses (greedy)", "",
-                  f"{lf['recordings']} recordings of held-out natural sentences joined by "
-                  f"{lf['pauses_s'][0]:.1f}-{lf['pauses_s'][1]:.1f} s pauses ({lf['sentences']} "
-                  f"sentences, {lf['seconds']:.0f} s in all, each >= 60 s), transcribed whole "
-                  "through the service's long-audio path: WER "
-                  f"{_pct(lf['wer_long'])}, against {_pct(lf['wer_alone'])} for the same "
-                  "sentences sent one by one (`python -m training.longform --write`)."]
+        lines += [
+            "",
+            "## Long recordings with pauses (greedy)",
+            "",
+            f"{lf['recordings']} recordings of held-out natural sentences joined by "
+            f"{lf['pauses_s'][0]:.1f}-{lf['pauses_s'][1]:.1f} s pauses ({lf['sentences']} "
+            f"sentences, {lf['seconds']:.0f} s in all, each >= 60 s), transcribed whole "
+            "through the service's long-audio path: WER "
+            f"{_pct(lf['wer_long'])}, against {_pct(lf['wer_alone'])} for the same "
+            "sentences sent one by one (`python -m training.longform --write`).",
+        ]
     if h.get("lexicon"):
         lx = h["lexicon"]
-        lines += ["", "## Greedy vs a word-constrained beam decoder (report only)", "",
-                  lx.get("description", ""), "",
-                  "| held-out set | utterances | OOV words | greedy CER / WER "
-                  "| lexicon + unigram CER / WER | lexicon + bigram CER / WER |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Greedy vs a word-constrained beam decoder (report only)",
+            "",
+            lx.get("description", ""),
+            "",
+            "| held-out set | utterances | OOV words | greedy CER / WER "
+            "| lexicon + unigram CER / WER | lexicon + bigram CER / WER |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, r in lx["results"].items():
-            lines.append(f"| {name} | {r['n']} | {r['oov_words']} | " + " | ".join(
-                f"{_pct(r[k]['cer'])} / {_pct(r[k]['wer'])}"
-                for k in ("greedy", "unigram", "bigram")) + " |")
+            lines.append(
+                f"| {name} | {r['n']} | {r['oov_words']} | "
+                + " | ".join(
+                    f"{_pct(r[k]['cer'])} / {_pct(r[k]['wer'])}"
+                    for k in ("greedy", "unigram", "bigram")
+                )
+                + " |"
+            )
         lines += ["", "The service decodes greedily; this decoder is a measurement only."]
     lines += ["", "## Recipe", "", *h.get("recipe", []), ""]
     if data:
         lines += ["## Data", "", *data.get("description", []), ""]
-    lines += ["## Rounds", "",
-              "Minutes are wall clock, evaluation included, on 2 CPU cores. Other jobs shared "
-              "those cores in round 1 (heavily), round 3 (test runs, roughly a fifth of its "
-              "time) and round 4 (one training thread beside other engineers' test runs, "
-              "load 12-16), so their speed figures are low.", "",
-              "| round | start | machine | from | minutes | steps | audio hours seen "
-              "| audio s per s | status |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Rounds",
+        "",
+        "Minutes are wall clock, evaluation included, on 2 CPU cores. Other jobs shared "
+        "those cores in round 1 (heavily), round 3 (test runs, roughly a fifth of its "
+        "time) and round 4 (one training thread beside other engineers' test runs, "
+        "load 12-16), so their speed figures are low.",
+        "",
+        "| round | start | machine | from | minutes | steps | audio hours seen "
+        "| audio s per s | status |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rounds:
         speed = r.get("audio_hours", 0) * 60 / max(r.get("minutes", 0), 1e-9)
-        lines.append(f"| {r['round']} | {r.get('started', '')} | {r.get('machine', '')} "
-                     f"| {r.get('init', '')} | {r.get('minutes', 0):.0f} | {r.get('steps', 0)} "
-                     f"| {r.get('audio_hours', 0):.1f} | {speed:.1f} | {r.get('status', '')} |")
+        lines.append(
+            f"| {r['round']} | {r.get('started', '')} | {r.get('machine', '')} "
+            f"| {r.get('init', '')} | {r.get('minutes', 0):.0f} | {r.get('steps', 0)} "
+            f"| {r.get('audio_hours', 0):.1f} | {speed:.1f} | {r.get('status', '')} |"
+        )
     for r in rounds:
-        lines += ["", f"### Round {r['round']} learning curve", "",
-                  f"Held-out CER/WER on the first {r.get('eval_n', '?')} utterances of each set "
-                  f"(greedy); command: `{r.get('command', '')}`", "",
-                  "| minutes | steps | audio hours | loss | CER natural | CER random "
-                  "| CER voices | WER natural | WER random | WER voices |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"### Round {r['round']} learning curve",
+            "",
+            f"Held-out CER/WER on the first {r.get('eval_n', '?')} utterances of each set "
+            f"(greedy); command: `{r.get('command', '')}`",
+            "",
+            "| minutes | steps | audio hours | loss | CER natural | CER random "
+            "| CER voices | WER natural | WER random | WER voices |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for p in r.get("curve", []):
             e = p["eval"]
             lines.append(
                 f"| {p['minutes']:.0f} | {p['steps']} | {p['audio_hours']:.1f} | {p['loss']:.3f} | "
-                + " | ".join(_pct(e.get(s, {}).get("cer")) for s in HELDOUT_NAMES) + " | "
-                + " | ".join(_pct(e.get(s, {}).get("wer")) for s in HELDOUT_NAMES) + " |")
+                + " | ".join(_pct(e.get(s, {}).get("cer")) for s in HELDOUT_NAMES)
+                + " | "
+                + " | ".join(_pct(e.get(s, {}).get("wer")) for s in HELDOUT_NAMES)
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -230,8 +282,9 @@ def check(model_dir: Path, wav: Path | None = None) -> float:
         mine = ours([torch.from_numpy(normalize(x))]).data
     diff = float((theirs - mine).abs().max())
     scale = float(theirs.abs().max())
-    print(f"{model_dir}: logits {tuple(mine.shape)}, max |diff| {diff:.2e} "
-          f"(max |logit| {scale:.1f})")
+    print(
+        f"{model_dir}: logits {tuple(mine.shape)}, max |diff| {diff:.2e} (max |logit| {scale:.1f})"
+    )
     return diff / scale
 
 

@@ -65,11 +65,20 @@ def started() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def fit(model: Head, batches: Iterator[Any], loss: Callable[[Head, Any], Tensor], *,
-        minutes: float, lr: float, ema: float = 0.99, max_steps: int | None = None,
-        extra_params: list[Tensor] | None = None, dtype_name: str = "auto",
-        evaluate: Callable[[Head], str] | None = None, eval_every: int = 200,
-        ) -> tuple[Head, dict[str, Any]]:
+def fit(
+    model: Head,
+    batches: Iterator[Any],
+    loss: Callable[[Head, Any], Tensor],
+    *,
+    minutes: float,
+    lr: float,
+    ema: float = 0.99,
+    max_steps: int | None = None,
+    extra_params: list[Tensor] | None = None,
+    dtype_name: str = "auto",
+    evaluate: Callable[[Head], str] | None = None,
+    eval_every: int = 200,
+) -> tuple[Head, dict[str, Any]]:
     """Trains model in place for `minutes` (or max_steps), conv front end frozen; returns
     (weight average, record).
 
@@ -84,11 +93,17 @@ def fit(model: Head, batches: Iterator[Any], loss: Callable[[Head, Any], Tensor]
     named = [(n, q) for n, q in model.named_parameters() if q.requires_grad]
     decay = [q for n, q in named if q.ndim >= 2 and "norm" not in n]
     rest = [q for n, q in named if not (q.ndim >= 2 and "norm" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
-                             {"params": rest + list(extra_params or []), "weight_decay": 0.0}],
-                            lr=lr)
-    print(f"{sum(q.numel() for q in model.parameters()) / 1e6:.2f} M parameters; "
-          f"{machine(dtype)}", flush=True)
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": 0.01},
+            {"params": rest + list(extra_params or []), "weight_decay": 0.0},
+        ],
+        lr=lr,
+    )
+    print(
+        f"{sum(q.numel() for q in model.parameters()) / 1e6:.2f} M parameters; {machine(dtype)}",
+        flush=True,
+    )
     start, step, warmup = time.monotonic(), 0, 50
     curve = []
     bar = tqdm(unit="step", mininterval=20, file=sys.stdout)
@@ -111,10 +126,20 @@ def fit(model: Head, batches: Iterator[Any], loss: Callable[[Head, Any], Tensor]
         bar.set_postfix(loss=f"{value.item():.3f}", lr=f"{rate:.1e}", refresh=False)
         if evaluate is not None and step % eval_every == 0:
             line = evaluate(averaged)
-            curve.append({"steps": step, "minutes": (time.monotonic() - start) / 60,
-                          "loss": value.item(), "eval": line})
+            curve.append(
+                {
+                    "steps": step,
+                    "minutes": (time.monotonic() - start) / 60,
+                    "loss": value.item(),
+                    "eval": line,
+                }
+            )
             tqdm.write(f"[eval] step {step}: {line}", file=sys.stdout)
     bar.close()
     averaged.eval()
-    return averaged, {"minutes": (time.monotonic() - start) / 60, "steps": step,
-                      "machine": machine(dtype), "curve": curve}
+    return averaged, {
+        "minutes": (time.monotonic() - start) / 60,
+        "steps": step,
+        "machine": machine(dtype),
+        "curve": curve,
+    }

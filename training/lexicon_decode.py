@@ -95,8 +95,14 @@ def _merge(beams: dict[tuple, Beam], proto: Beam) -> Beam:
     return beams.setdefault(proto.key(), proto)
 
 
-def beam_search(logp: np.ndarray, lm: LanguageModel, alpha: float, beta: float,
-                width: int = 16, prune: float = -12.0) -> str:
+def beam_search(
+    logp: np.ndarray,
+    lm: LanguageModel,
+    alpha: float,
+    beta: float,
+    width: int = 16,
+    prune: float = -12.0,
+) -> str:
     """(T, V) log-probabilities -> the best lexicon-constrained transcript."""
     start = Beam((), lm.root, -1, 0.0, pb=0.0)
     beams = {start.key(): start}
@@ -127,8 +133,9 @@ def beam_search(logp: np.ndarray, lm: LanguageModel, alpha: float, beta: float,
                         # A word boundary the model did not mark with "|".
                         prev = b.words[-1] if b.words else "<s>"
                         score = alpha * lm.logp(b.node.word, prev) + beta
-                        nxt = get(Beam((*b.words, b.node.word), lm.root.children[c], c,
-                                       b.lm + score))
+                        nxt = get(
+                            Beam((*b.words, b.node.word), lm.root.children[c], c, b.lm + score)
+                        )
                         nxt.pnb = _add(nxt.pnb, p)
                     if c not in b.node.children:
                         continue
@@ -159,8 +166,11 @@ def main() -> None:
     torch.set_num_threads(2)
 
     loaded = load_model(str(args.model), device="cpu", dtype="float32")
-    train_texts = [t for f in sorted(args.data.glob("train-*.json"))
-                   for t in (u["text"] for u in json.loads(f.read_text())["utterances"])]
+    train_texts = [
+        t
+        for f in sorted(args.data.glob("train-*.json"))
+        for t in (u["text"] for u in json.loads(f.read_text())["utterances"])
+    ]
     sets = {k: Split.load(args.data, [f"heldout-{k}"]) for k in HELDOUT_SETS}
     logps, refs = {}, {}
     with torch.no_grad():
@@ -172,8 +182,10 @@ def main() -> None:
             raw = [split.samples(i) for i in range(2)]
             assert transcribe(loaded.model, raw, 10**9) == [greedy(x) for x in logits[:2]]
 
-    lms = {"unigram": LanguageModel(train_texts, bigram=False),
-           "bigram": LanguageModel(train_texts, bigram=True)}
+    lms = {
+        "unigram": LanguageModel(train_texts, bigram=False),
+        "bigram": LanguageModel(train_texts, bigram=True),
+    }
     vocab = set(lms["unigram"].unigrams)
     results: dict[str, dict] = {}
     for lm_name, lm in lms.items():
@@ -182,9 +194,11 @@ def main() -> None:
             for beta in (0.0, 1.5, 3.0):
                 hyps, rs = [], []
                 for name in HELDOUT_SETS:
-                    hyps += [beam_search(x, lm, alpha, beta, args.width)
-                             for x in logps[name][:args.tune]]
-                    rs += refs[name][:args.tune]
+                    hyps += [
+                        beam_search(x, lm, alpha, beta, args.width)
+                        for x in logps[name][: args.tune]
+                    ]
+                    rs += refs[name][: args.tune]
                 wer = error_rates(rs, hyps)["wer"]
                 print(f"tune {lm_name} alpha {alpha} beta {beta}: WER {100 * wer:.1f}%", flush=True)
                 if best is None or wer < best[0]:
@@ -192,18 +206,28 @@ def main() -> None:
         assert best is not None
         _, alpha, beta = best
         for name in HELDOUT_SETS:
-            xs, rs = logps[name][args.tune:], refs[name][args.tune:]
-            entry = results.setdefault(name, {
-                "n": len(rs),
-                "oov_words": sum(w not in vocab for r in rs for w in r.split()),
-                "greedy": error_rates(rs, [greedy(torch.from_numpy(x)) for x in xs])})
-            entry[lm_name] = {**error_rates(rs, [beam_search(x, lm, alpha, beta, args.width)
-                                                 for x in xs]), "alpha": alpha, "beta": beta}
+            xs, rs = logps[name][args.tune :], refs[name][args.tune :]
+            entry = results.setdefault(
+                name,
+                {
+                    "n": len(rs),
+                    "oov_words": sum(w not in vocab for r in rs for w in r.split()),
+                    "greedy": error_rates(rs, [greedy(torch.from_numpy(x)) for x in xs]),
+                },
+            )
+            entry[lm_name] = {
+                **error_rates(rs, [beam_search(x, lm, alpha, beta, args.width) for x in xs]),
+                "alpha": alpha,
+                "beta": beta,
+            }
     for name, r in results.items():
-        print(f"{name} ({r['n']} utterances, {r['oov_words']} OOV words): greedy CER "
-              f"{100 * r['greedy']['cer']:.1f}% WER {100 * r['greedy']['wer']:.1f}%; "
-              + "; ".join(f"{k} CER {100 * r[k]['cer']:.1f}% WER {100 * r[k]['wer']:.1f}%"
-                          for k in lms))
+        print(
+            f"{name} ({r['n']} utterances, {r['oov_words']} OOV words): greedy CER "
+            f"{100 * r['greedy']['cer']:.1f}% WER {100 * r['greedy']['wer']:.1f}%; "
+            + "; ".join(
+                f"{k} CER {100 * r[k]['cer']:.1f}% WER {100 * r[k]['wer']:.1f}%" for k in lms
+            )
+        )
     if args.write:
         history = json.loads((args.model / "training.json").read_text())
         history["lexicon"] = {
@@ -212,7 +236,8 @@ def main() -> None:
                 f"{len(vocab):,} words of the training transcripts, with an add-one word "
                 "unigram or an interpolated bigram (0.5 bigram + 0.5 unigram) counted on them; "
                 f"alpha and beta tuned on the first {args.tune} utterances of each held-out "
-                f"set, scores on the other {len(refs['natural']) - args.tune} of each."),
+                f"set, scores on the other {len(refs['natural']) - args.tune} of each."
+            ),
             "results": results,
         }
         export.update_card(args.model, history)

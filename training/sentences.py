@@ -19,6 +19,7 @@ RESERVED = {
     "my phone number is easy to remember",
 }
 
+
 def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
@@ -71,21 +72,21 @@ def random_sequence(rng: np.random.Generator) -> str:
 
 _LEX = {
     "name": "john mary david sarah michael emma james anna robert lisa peter laura tom kate "
-            "daniel grace paul helen mark susan steve alice frank julia henry nina oliver rose",
+    "daniel grace paul helen mark susan steve alice frank julia henry nina oliver rose",
     "noun": "car house book dog cat table phone letter window garden city river computer "
-            "bottle chair door picture shirt bag key box apple song movie game school office "
-            "ticket train bus plane bike road street park shop market kitchen bridge camera "
-            "report plan meeting story question answer problem idea teacher doctor friend "
-            "family child student driver manager neighbour baby team company bank hotel",
+    "bottle chair door picture shirt bag key box apple song movie game school office "
+    "ticket train bus plane bike road street park shop market kitchen bridge camera "
+    "report plan meeting story question answer problem idea teacher doctor friend "
+    "family child student driver manager neighbour baby team company bank hotel",
     "adj": "big small old new red blue green black white happy sad quiet loud cold warm hot "
-           "early late good bad long short young beautiful strange simple important busy "
-           "empty full dark bright heavy light cheap expensive clean dirty fast slow",
+    "early late good bad long short young beautiful strange simple important busy "
+    "empty full dark bright heavy light cheap expensive clean dirty fast slow",
     "verb": "read find open close buy sell clean fix call send bring take carry watch paint "
-            "build move check wash cook visit help need like want",
+    "build move check wash cook visit help need like want",
     "verb_past": "read found opened closed bought sold cleaned fixed called sent brought took "
-                 "carried watched painted built moved checked washed cooked visited helped",
+    "carried watched painted built moved checked washed cooked visited helped",
     "verb_ing": "reading finding opening cleaning fixing calling sending bringing taking "
-                "carrying watching painting building moving checking washing cooking visiting",
+    "carrying watching painting building moving checking washing cooking visiting",
     "intrans": "walk run sleep work wait swim dance sing travel study drive rest",
     "intrans_past": "walked ran slept worked waited swam danced sang travelled studied drove",
     "unit": "minutes hours days weeks years miles people books dollars times",
@@ -97,16 +98,72 @@ _LEX = {
 }
 # Slots whose choices are several words long.
 _MULTI = {
-    "place": ["the park", "the office", "the station", "the airport", "the beach", "the market",
-              "the library", "the hospital", "the school", "the city", "the mountains",
-              "the river", "the store", "the kitchen", "the garden", "home", "work", "town",
-              "london", "paris", "the cinema", "the restaurant", "the museum"],
-    "time": ["today", "tomorrow", "yesterday", "tonight", "this morning", "this evening",
-             "next week", "last week", "on monday", "on friday", "in the morning", "at night",
-             "every day", "after dinner", "before lunch", "on sunday", "in the afternoon"],
-    "number": ["two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-               "twelve", "fifteen", "twenty", "thirty", "forty", "fifty", "a hundred",
-               "twenty five", "sixty", "ninety"],
+    "place": [
+        "the park",
+        "the office",
+        "the station",
+        "the airport",
+        "the beach",
+        "the market",
+        "the library",
+        "the hospital",
+        "the school",
+        "the city",
+        "the mountains",
+        "the river",
+        "the store",
+        "the kitchen",
+        "the garden",
+        "home",
+        "work",
+        "town",
+        "london",
+        "paris",
+        "the cinema",
+        "the restaurant",
+        "the museum",
+    ],
+    "time": [
+        "today",
+        "tomorrow",
+        "yesterday",
+        "tonight",
+        "this morning",
+        "this evening",
+        "next week",
+        "last week",
+        "on monday",
+        "on friday",
+        "in the morning",
+        "at night",
+        "every day",
+        "after dinner",
+        "before lunch",
+        "on sunday",
+        "in the afternoon",
+    ],
+    "number": [
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "fifteen",
+        "twenty",
+        "thirty",
+        "forty",
+        "fifty",
+        "a hundred",
+        "twenty five",
+        "sixty",
+        "ninety",
+    ],
 }
 
 TEMPLATES = [

@@ -91,9 +91,11 @@ def speakers() -> dict[str, tuple[Speaker, ...]]:
     order = _rng("speakers", "dev").permutation(len(seen))
     heldout = [Speaker(v, var) for v in ALL_VOICES for var in HELDOUT_VARIANTS]
     pick = _rng("speakers", "heldout").permutation(len(heldout))[:HELDOUT_SPEAKERS]
-    return {"train": tuple(seen[i] for i in sorted(order[DEV_SPEAKERS:])),
-            "dev": tuple(seen[i] for i in sorted(order[:DEV_SPEAKERS])),
-            "heldout": tuple(heldout[i] for i in sorted(pick))}
+    return {
+        "train": tuple(seen[i] for i in sorted(order[DEV_SPEAKERS:])),
+        "dev": tuple(seen[i] for i in sorted(order[:DEV_SPEAKERS])),
+        "heldout": tuple(heldout[i] for i in sorted(pick)),
+    }
 
 
 def plan(name: str, n: int, num_speakers: int) -> list[Clip]:
@@ -104,15 +106,19 @@ def plan(name: str, n: int, num_speakers: int) -> list[Clip]:
         text = natural_sentence(rng) if rng.random() < 0.5 else random_sequence(rng)
         while len(text.split()) < 3:  # a second or more of speech to tell a voice by
             text += " " + random_sequence(rng)
-        out.append(Clip(
-            speaker=k % num_speakers, text=" ".join(text.split()[:10]),
-            speed=int(rng.integers(130, 201)), pitch=int(rng.integers(-4, 5)),
-            lead_s=round(float(rng.uniform(0, 0.3)), 3),
-            tail_s=round(float(rng.uniform(0, 0.3)), 3),
-            gain=round(float(rng.uniform(0.3, 1.0)), 3),
-            snr_db=round(float(rng.uniform(15, 45)), 1) if rng.random() < 0.5 else None,
-            seed=int(rng.integers(2**31)),
-        ))
+        out.append(
+            Clip(
+                speaker=k % num_speakers,
+                text=" ".join(text.split()[:10]),
+                speed=int(rng.integers(130, 201)),
+                pitch=int(rng.integers(-4, 5)),
+                lead_s=round(float(rng.uniform(0, 0.3)), 3),
+                tail_s=round(float(rng.uniform(0, 0.3)), 3),
+                gain=round(float(rng.uniform(0.3, 1.0)), 3),
+                snr_db=round(float(rng.uniform(15, 45)), 1) if rng.random() < 0.5 else None,
+                seed=int(rng.integers(2**31)),
+            )
+        )
     return out
 
 
@@ -137,13 +143,17 @@ def load_split(name: str, n: int) -> tuple[list[np.ndarray], Tensor]:
         audio = [render(c, group[c.speaker]) for c in clips]
         DATA_DIR.mkdir(parents=True, exist_ok=True)
         np.savez(path, audio=np.concatenate(audio), lengths=np.array([len(a) for a in audio]))
-        print(f"{path.name}: {len(audio)} clips, {sum(map(len, audio)) / SAMPLE_RATE / 3600:.2f} h",
-              flush=True)
+        print(
+            f"{path.name}: {len(audio)} clips, {sum(map(len, audio)) / SAMPLE_RATE / 3600:.2f} h",
+            flush=True,
+        )
     with np.load(path) as stored:
         audio, lengths = stored["audio"], stored["lengths"]
     bounds = np.cumsum([0, *lengths])
-    return ([audio[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
-            torch.tensor([c.speaker for c in clips]))
+    return (
+        [audio[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
+        torch.tensor([c.speaker for c in clips]),
+    )
 
 
 def as_input(x: np.ndarray) -> Tensor:
@@ -153,10 +163,16 @@ def as_input(x: np.ndarray) -> Tensor:
 def xvector_config(init: Path, layers: int) -> Any:
     """The CTC encoder's first layers under a compact x-vector head (transformers' layout)."""
     return finetune.head_config(
-        init, layers, architectures=["Wav2Vec2ForXVector"],
-        id2label={0: "LABEL_0", 1: "LABEL_1"}, label2id={"LABEL_0": 0, "LABEL_1": 1},
-        tdnn_dim=[256, 256, 256, 512], tdnn_kernel=[5, 3, 3, 1], tdnn_dilation=[1, 2, 3, 1],
-        xvector_output_dim=128, use_weighted_layer_sum=False,
+        init,
+        layers,
+        architectures=["Wav2Vec2ForXVector"],
+        id2label={0: "LABEL_0", 1: "LABEL_1"},
+        label2id={"LABEL_0": 0, "LABEL_1": 1},
+        tdnn_dim=[256, 256, 256, 512],
+        tdnn_kernel=[5, 3, 3, 1],
+        tdnn_dilation=[1, 2, 3, 1],
+        xvector_output_dim=128,
+        use_weighted_layer_sum=False,
     )
 
 
@@ -169,8 +185,10 @@ def embeddings_fast(model: Wav2Vec2ForXVector, waves: list[Tensor]) -> Tensor:
         x = layer(x)
     shrink = sum(lay.dilation * (lay.kernel_size - 1) for lay in model.tdnn)
     x = x.float()  # statistics in fp32 under bf16 autocast
-    stats = [torch.cat([x[i, :n - shrink].mean(0), x[i, :n - shrink].std(0)])
-             for i, n in enumerate(h.lengths)]
+    stats = [
+        torch.cat([x[i, : n - shrink].mean(0), x[i, : n - shrink].std(0)])
+        for i, n in enumerate(h.lengths)
+    ]
     return model.feature_extractor(torch.stack(stats))  # (B, xvector_output_dim)
 
 
@@ -189,8 +207,13 @@ class Prototypical(nn.Module):
         return F.cross_entropy(logits, torch.arange(len(cos)))
 
 
-def batches(clips: list[np.ndarray], labels: Tensor, group: tuple[Speaker, ...], pairs: int,
-            rng: np.random.Generator) -> Iterator[list[Tensor]]:
+def batches(
+    clips: list[np.ndarray],
+    labels: Tensor,
+    group: tuple[Speaker, ...],
+    pairs: int,
+    rng: np.random.Generator,
+) -> Iterator[list[Tensor]]:
     """`pairs` speakers x 2 of their clips, each cropped at random to MAX_TRAIN_SECONDS; the
     speakers come two by two under one variant (same timbre, another accent and pitch)."""
     by_speaker: dict[int, list[int]] = {}
@@ -203,14 +226,17 @@ def batches(clips: list[np.ndarray], labels: Tensor, group: tuple[Speaker, ...],
     variants = [v for v, ss in by_variant.items() if len(ss) >= 2]
     limit = int(MAX_TRAIN_SECONDS * SAMPLE_RATE)
     while True:
-        chosen = [s for v in rng.choice(variants, pairs // 2, replace=False)
-                  for s in rng.choice(by_variant[v], 2, replace=False)]
+        chosen = [
+            s
+            for v in rng.choice(variants, pairs // 2, replace=False)
+            for s in rng.choice(by_variant[v], 2, replace=False)
+        ]
         waves = []
         for s in chosen:
             for i in rng.choice(by_speaker[s], 2, replace=False):
                 x = clips[i]
                 start = int(rng.integers(0, len(x) - limit + 1)) if len(x) > limit else 0
-                waves.append(as_input(x[start:start + limit]))
+                waves.append(as_input(x[start : start + limit]))
         yield waves
 
 
@@ -218,8 +244,9 @@ def batches(clips: list[np.ndarray], labels: Tensor, group: tuple[Speaker, ...],
 def embed(model: Wav2Vec2ForXVector, clips: list[np.ndarray]) -> np.ndarray:
     """Unit-length embeddings through the serving forward, 32 clips a call."""
     model.eval()
-    out = torch.cat([model([as_input(x) for x in clips[i:i + 32]])
-                     for i in range(0, len(clips), 32)])
+    out = torch.cat(
+        [model([as_input(x) for x in clips[i : i + 32]]) for i in range(0, len(clips), 32)]
+    )
     return F.normalize(out, dim=-1).numpy()
 
 
@@ -242,8 +269,10 @@ def equal_error(same: np.ndarray, different: np.ndarray) -> tuple[float, float]:
 
 def rates_at(same: np.ndarray, different: np.ndarray, threshold: float) -> dict[str, float]:
     """What /v1/verify answers at `threshold` (same_speaker = score >= threshold)."""
-    return {"false_reject": float(np.mean(same < threshold)),
-            "false_accept": float(np.mean(different >= threshold))}
+    return {
+        "false_reject": float(np.mean(same < threshold)),
+        "false_accept": float(np.mean(different >= threshold)),
+    }
 
 
 def evaluate(model: Wav2Vec2ForXVector, split: tuple[list[np.ndarray], Tensor]) -> dict[str, Any]:
@@ -251,71 +280,80 @@ def evaluate(model: Wav2Vec2ForXVector, split: tuple[list[np.ndarray], Tensor]) 
     same, different = trial_scores(embed(model, split[0]), split[1])
     eer, threshold = equal_error(same, different)
     model.train(was_training)
-    return {"eer": eer, "threshold": threshold, "clips": len(split[0]),
-            "speakers": int(split[1].unique().numel()), "same_trials": len(same),
-            "different_trials": len(different)}
+    return {
+        "eer": eer,
+        "threshold": threshold,
+        "clips": len(split[0]),
+        "speakers": int(split[1].unique().numel()),
+        "same_trials": len(same),
+        "different_trials": len(different),
+    }
 
 
 def model_card(record: dict[str, Any]) -> str:
     held, dev = record["eval"]["heldout"], record["eval"]["dev"]
     at = record["heldout_at_threshold"]
-    return "\n".join([
-        "# demo-speakers: speaker embeddings for synthetic voices",
-        "",
-        "The service's embedded default for `/v1/embed` and `/v1/verify`: a Wav2Vec2ForXVector "
-        f"({record['parameters'] / 1e6:.2f} M parameters, fp16 weights) whose 128-dimensional "
-        "`embeddings` output is close, by cosine, for two clips of the same espeak-ng voice and "
-        "far for different ones. Its conv front end and first "
-        f"{record['layers']} transformer layers start from the CTC demo model "
-        "(`service/models/demo-ctc`). It has never heard a human voice: it tells espeak-ng "
-        "voices apart, and is a demonstration of the endpoints, not a biometric.",
-        "",
-        f"`/v1/verify` threshold: **{record['verify_threshold']:.3f}** (cosine; `config.json` key "
-        "`verify_threshold`), the equal-error point on the dev speakers below, never on the "
-        "held-out ones.",
-        "",
-        "## Held-out figures",
-        "",
-        "| set | speakers | clips | same / different trials | EER | its threshold |",
-        "|---|---|---|---|---|---|",
-        *(f"| {name} | {r['speakers']} | {r['clips']} | {r['same_trials']:,} / "
-          f"{r['different_trials']:,} | {100 * r['eer']:.1f}% | {r['threshold']:.3f} |"
-          for name, r in (("held-out variants", held), ("dev (threshold)", dev))),
-        "",
-        f"At the shipped threshold, held-out variants: {100 * at['false_reject']:.1f}% of "
-        f"same-speaker pairs rejected, {100 * at['false_accept']:.1f}% of different-speaker "
-        "pairs accepted.",
-        "",
-        f"- held-out variants: speakers under the voice variants never trained on "
-        f"({', '.join(HELDOUT_VARIANTS)}), neither here nor in the CTC corpus;",
-        "- dev: speakers never trained on, but with training variants (another accent or "
-        "language under a known variant).",
-        "",
-        "A speaker is an espeak-ng voice (8 English accents and the voices of "
-        f"{', '.join(LANGUAGE_VOICES)} reading English) under one variant, at its own base "
-        "pitch; every trial compares two different sentences at different speeds, gains and "
-        "noise. Different speakers that share a variant (the same timbre, another accent) are "
-        "the hard trials.",
-        *(["", record["limit"]] if record.get("limit") else []),
-        "",
-        "## Recipe",
-        "",
-        f"- Data: {record['train_clips']:,} clips of 3-10 words by {record['train_speakers']:,} "
-        f"speakers ({len(ALL_VOICES)} voices x {len(seen_variants())} variants, less the dev "
-        "speakers), 130-200 wpm, pitch +-4 around the speaker's, peak gain 0.3-1.0, Gaussian "
-        f"noise at 15-45 dB SNR on half; crops of at most {MAX_TRAIN_SECONDS:g} s.",
-        f"- Head: projector to 256, TDNN {record['tdnn']}, mean+std pooling, 128-d embeddings; "
-        "loss: angular prototypical (Chung et al. 2020) on the embeddings, batches of "
-        f"{record['pairs']} speakers x 2 clips, the speakers two by two under one variant. "
-        "transformers' AM-softmax over training speakers is left out (too few visits per "
-        "speaker in this budget to learn from; `classifier` and `objective` are untrained).",
-        f"- Init: {record['init']}; AdamW, peak LR {record['lr']:g}, warmup then cosine; "
-        "weight average (EMA) exported.",
-        f"- {record['minutes']:.1f} min, {record['steps']} steps on {record['machine']}; "
-        f"command: `{record['command']}` ({record['started']}).",
-        *([f"- {record['note']}"] if record.get("note") else []),
-        "",
-    ])
+    return "\n".join(
+        [
+            "# demo-speakers: speaker embeddings for synthetic voices",
+            "",
+            "The service's embedded default for `/v1/embed` and `/v1/verify`: a Wav2Vec2ForXVector "
+            f"({record['parameters'] / 1e6:.2f} M parameters, fp16 weights) whose 128-dimensional "
+            "`embeddings` output is close, by cosine, for two clips of the same espeak-ng voice and "
+            "far for different ones. Its conv front end and first "
+            f"{record['layers']} transformer layers start from the CTC demo model "
+            "(`service/models/demo-ctc`). It has never heard a human voice: it tells espeak-ng "
+            "voices apart, and is a demonstration of the endpoints, not a biometric.",
+            "",
+            f"`/v1/verify` threshold: **{record['verify_threshold']:.3f}** (cosine; `config.json` key "
+            "`verify_threshold`), the equal-error point on the dev speakers below, never on the "
+            "held-out ones.",
+            "",
+            "## Held-out figures",
+            "",
+            "| set | speakers | clips | same / different trials | EER | its threshold |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {name} | {r['speakers']} | {r['clips']} | {r['same_trials']:,} / "
+                f"{r['different_trials']:,} | {100 * r['eer']:.1f}% | {r['threshold']:.3f} |"
+                for name, r in (("held-out variants", held), ("dev (threshold)", dev))
+            ),
+            "",
+            f"At the shipped threshold, held-out variants: {100 * at['false_reject']:.1f}% of "
+            f"same-speaker pairs rejected, {100 * at['false_accept']:.1f}% of different-speaker "
+            "pairs accepted.",
+            "",
+            f"- held-out variants: speakers under the voice variants never trained on "
+            f"({', '.join(HELDOUT_VARIANTS)}), neither here nor in the CTC corpus;",
+            "- dev: speakers never trained on, but with training variants (another accent or "
+            "language under a known variant).",
+            "",
+            "A speaker is an espeak-ng voice (8 English accents and the voices of "
+            f"{', '.join(LANGUAGE_VOICES)} reading English) under one variant, at its own base "
+            "pitch; every trial compares two different sentences at different speeds, gains and "
+            "noise. Different speakers that share a variant (the same timbre, another accent) are "
+            "the hard trials.",
+            *(["", record["limit"]] if record.get("limit") else []),
+            "",
+            "## Recipe",
+            "",
+            f"- Data: {record['train_clips']:,} clips of 3-10 words by {record['train_speakers']:,} "
+            f"speakers ({len(ALL_VOICES)} voices x {len(seen_variants())} variants, less the dev "
+            "speakers), 130-200 wpm, pitch +-4 around the speaker's, peak gain 0.3-1.0, Gaussian "
+            f"noise at 15-45 dB SNR on half; crops of at most {MAX_TRAIN_SECONDS:g} s.",
+            f"- Head: projector to 256, TDNN {record['tdnn']}, mean+std pooling, 128-d embeddings; "
+            "loss: angular prototypical (Chung et al. 2020) on the embeddings, batches of "
+            f"{record['pairs']} speakers x 2 clips, the speakers two by two under one variant. "
+            "transformers' AM-softmax over training speakers is left out (too few visits per "
+            "speaker in this budget to learn from; `classifier` and `objective` are untrained).",
+            f"- Init: {record['init']}; AdamW, peak LR {record['lr']:g}, warmup then cosine; "
+            "weight average (EMA) exported.",
+            f"- {record['minutes']:.1f} min, {record['steps']} steps on {record['machine']}; "
+            f"command: `{record['command']}` ({record['started']}).",
+            *([f"- {record['note']}"] if record.get("note") else []),
+            "",
+        ]
+    )
 
 
 # examples/*.wav for /v1/verify: stem -> (sentence, voice, variant), speakers of held-out
@@ -388,25 +426,48 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m training.speakers " + " ".join(sys.argv[1:] if argv is None else argv)
     record: dict[str, Any] = {"started": finetune.started(), "command": command}
     averaged, run = finetune.fit(
-        model, batches(*train, group["train"], args.pairs, np.random.default_rng(0)), loss,
-        minutes=args.minutes, lr=args.lr, max_steps=args.max_steps,
-        extra_params=list(proto.parameters()), dtype_name=args.dtype, evaluate=progress,
-        eval_every=100)
+        model,
+        batches(*train, group["train"], args.pairs, np.random.default_rng(0)),
+        loss,
+        minutes=args.minutes,
+        lr=args.lr,
+        max_steps=args.max_steps,
+        extra_params=list(proto.parameters()),
+        dtype_name=args.dtype,
+        evaluate=progress,
+        eval_every=100,
+    )
     assert isinstance(averaged, Wav2Vec2ForXVector)
     evals = {"heldout": evaluate(averaged, heldout), "dev": evaluate(averaged, dev)}
     threshold = round(evals["dev"]["threshold"], 4)
     held_same, held_diff = trial_scores(embed(averaged, heldout[0]), heldout[1])
-    record.update(run, init=finetune.describe_init(args.init, args.layers), layers=args.layers,
-                  parameters=sum(q.numel() for q in averaged.parameters()),
-                  train_clips=len(train[0]), train_speakers=len(group["train"]),
-                  pairs=args.pairs, lr=args.lr, tdnn=list(config.tdnn_dim), eval=evals,
-                  verify_threshold=threshold,
-                  heldout_at_threshold=rates_at(held_same, held_diff, threshold))
+    record.update(
+        run,
+        init=finetune.describe_init(args.init, args.layers),
+        layers=args.layers,
+        parameters=sum(q.numel() for q in averaged.parameters()),
+        train_clips=len(train[0]),
+        train_speakers=len(group["train"]),
+        pairs=args.pairs,
+        lr=args.lr,
+        tdnn=list(config.tdnn_dim),
+        eval=evals,
+        verify_threshold=threshold,
+        heldout_at_threshold=rates_at(held_same, held_diff, threshold),
+    )
     config.extra["verify_threshold"] = threshold  # read by /v1/verify; transformers keeps it
-    export.save_directory(averaged, config, args.run / "export", README=model_card(record),
-                          **{"training.json": record})
-    print(f"[final] held-out EER {100 * evals['heldout']['eer']:.2f}%, dev EER "
-          f"{100 * evals['dev']['eer']:.2f}%, threshold {threshold}", flush=True)
+    export.save_directory(
+        averaged,
+        config,
+        args.run / "export",
+        README=model_card(record),
+        **{"training.json": record},
+    )
+    print(
+        f"[final] held-out EER {100 * evals['heldout']['eer']:.2f}%, dev EER "
+        f"{100 * evals['dev']['eer']:.2f}%, threshold {threshold}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

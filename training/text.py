@@ -48,5 +48,7 @@ def error_rates(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, float]:
     refs = [" ".join(r.upper().split()) for r in refs]
     chars = sum(edit_distance(r, h) for r, h in zip(refs, hyps))
     words = sum(edit_distance(r.split(), h.split()) for r, h in zip(refs, hyps))
-    return {"cer": chars / max(1, sum(len(r) for r in refs)),
-            "wer": words / max(1, sum(len(r.split()) for r in refs))}
+    return {
+        "cer": chars / max(1, sum(len(r) for r in refs)),
+        "wer": words / max(1, sum(len(r.split()) for r in refs)),
+    }

@@ -68,9 +68,15 @@ def utterance_plan(name: str, n: int) -> list[tuple[str, str, str, int, int]]:
     out = []
     for _ in range(n):
         text = natural_sentence(rng) if rng.random() < 0.5 else random_sequence(rng)
-        out.append((" ".join(text.split()[:8]), VOICES[int(rng.integers(len(VOICES)))],
-                    variants[int(rng.integers(len(variants)))], int(rng.integers(120, 221)),
-                    int(rng.integers(20, 81))))
+        out.append(
+            (
+                " ".join(text.split()[:8]),
+                VOICES[int(rng.integers(len(VOICES)))],
+                variants[int(rng.integers(len(variants)))],
+                int(rng.integers(120, 221)),
+                int(rng.integers(20, 81)),
+            )
+        )
     return out
 
 
@@ -97,8 +103,10 @@ def noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
     elif kind == "hum":
         t = np.arange(n) / SAMPLE_RATE
         base = float(rng.choice([50.0, 60.0]))
-        x = sum(rng.uniform(0.2, 1) * np.sin(2 * np.pi * base * h * t + rng.uniform(0, 6.3))
-                for h in (1, 2, 3, 5))
+        x = sum(
+            rng.uniform(0.2, 1) * np.sin(2 * np.pi * base * h * t + rng.uniform(0, 6.3))
+            for h in (1, 2, 3, 5)
+        )
     else:  # a tune: notes of 0.1-0.5 s, each a few harmonics under an attack-decay envelope
         x = np.zeros(n)
         pos = 0
@@ -108,7 +116,7 @@ def noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
             freq = 220 * 2 ** (int(rng.integers(-12, 19)) / 12)
             harmonics = range(1, int(rng.integers(2, 6)))
             note = sum(np.sin(2 * np.pi * freq * h * t) / h for h in harmonics)
-            x[pos:pos + length] = note * np.exp(-t * rng.uniform(1, 8)) * np.minimum(1, t / 0.01)
+            x[pos : pos + length] = note * np.exp(-t * rng.uniform(1, 8)) * np.minimum(1, t / 0.01)
             pos += length
     x = np.asarray(x, np.float64)
     return (x / max(float(np.sqrt(np.mean(x**2))), 1e-9)).astype(np.float32)
@@ -137,7 +145,7 @@ def mix(rng: np.random.Generator, pool: list[np.ndarray]) -> Mixture:
         starts = _place(rng, total, [len(x) for x in picks], int(MIN_GAP_S * SAMPLE_RATE))
         if starts is not None:
             for x, s in zip(picks, starts):
-                audio[s:s + len(x)] += x * rng.uniform(0.2, 1.0)
+                audio[s : s + len(x)] += x * rng.uniform(0.2, 1.0)
                 speech.append(Region(s, s + len(x)))
             break
     noises: list[Region] = []
@@ -146,8 +154,9 @@ def mix(rng: np.random.Generator, pool: list[np.ndarray]) -> Mixture:
         start = int(rng.integers(0, total - length + 1))
         level = 10 ** rng.uniform(-1.8, -0.7)  # RMS 0.016-0.2, speech RMS is ~0.03-0.2
         fade = np.minimum(1, np.minimum(np.arange(length), np.arange(length)[::-1]) / 80)
-        audio[start:start + length] += level * fade * noise(
-            str(rng.choice(NOISE_KINDS)), length, rng)
+        audio[start : start + length] += (
+            level * fade * noise(str(rng.choice(NOISE_KINDS)), length, rng)
+        )
         noises.append(Region(start, start + length))
     peak = float(np.abs(audio).max())
     return Mixture(audio / peak * 0.9 if peak > 1 else audio, speech, _union(noises))
@@ -177,19 +186,25 @@ def frame_labels(m: Mixture, config: Wav2Vec2Config) -> Tensor:
 
 def vad_config(init: Path, layers: int) -> Wav2Vec2Config:
     return finetune.head_config(
-        init, layers, architectures=["Wav2Vec2ForAudioFrameClassification"],
-        id2label=dict(enumerate(LABELS)), label2id={k: i for i, k in enumerate(LABELS)},
+        init,
+        layers,
+        architectures=["Wav2Vec2ForAudioFrameClassification"],
+        id2label=dict(enumerate(LABELS)),
+        label2id={k: i for i, k in enumerate(LABELS)},
         use_weighted_layer_sum=False,
     )
 
 
-def batches(pool: list[np.ndarray], config: Wav2Vec2Config, size: int,
-            rng: np.random.Generator) -> Iterator[tuple[list[Tensor], Tensor]]:
+def batches(
+    pool: list[np.ndarray], config: Wav2Vec2Config, size: int, rng: np.random.Generator
+) -> Iterator[tuple[list[Tensor], Tensor]]:
     """Endless batches of fresh mixtures: (normalised clips, frame labels packed (N, 2))."""
     while True:
         mixtures = [mix(rng, pool) for _ in range(size)]
-        yield ([torch.from_numpy(normalize(m.audio)) for m in mixtures],
-               torch.cat([frame_labels(m, config) for m in mixtures]))
+        yield (
+            [torch.from_numpy(normalize(m.audio)) for m in mixtures],
+            torch.cat([frame_labels(m, config) for m in mixtures]),
+        )
 
 
 def loss(model: Head, batch: tuple[list[Tensor], Tensor]) -> Tensor:
@@ -199,14 +214,17 @@ def loss(model: Head, batch: tuple[list[Tensor], Tensor]) -> Tensor:
 
 
 @torch.no_grad()
-def frame_logits(model: Wav2Vec2ForAudioFrameClassification, clips: list[np.ndarray]) -> list[
-        np.ndarray]:
+def frame_logits(
+    model: Wav2Vec2ForAudioFrameClassification, clips: list[np.ndarray]
+) -> list[np.ndarray]:
     """Per-clip (frames, labels) logits through the serving forward."""
     model.eval()
     out = []
     for i in range(0, len(clips), 16):
-        out += [x.numpy() for x in model([torch.from_numpy(normalize(c))
-                                          for c in clips[i:i + 16]]).split()]
+        out += [
+            x.numpy()
+            for x in model([torch.from_numpy(normalize(c)) for c in clips[i : i + 16]]).split()
+        ]
     return out
 
 
@@ -223,8 +241,7 @@ def boundary_errors(truth: list[Region], found: list[tuple[float, float]]) -> li
     return out
 
 
-def evaluate(model: Wav2Vec2ForAudioFrameClassification,
-             mixtures: list[Mixture]) -> dict[str, Any]:
+def evaluate(model: Wav2Vec2ForAudioFrameClassification, mixtures: list[Mixture]) -> dict[str, Any]:
     """Frame accuracy per label, and speech boundaries as /v1/frames reports them."""
     config, was_training = model.config, model.training
     step_s = config.samples_per_frame / SAMPLE_RATE
@@ -238,19 +255,26 @@ def evaluate(model: Wav2Vec2ForAudioFrameClassification,
         right += (truth == guess).sum(axis=0)
         both += int((truth == guess).all(axis=1).sum())
         frames += len(truth)
-        found = [(s.start, s.end) for s in decode.segments(logits, config.id2label, step_s)
-                 if s.label == "speech"]
+        found = [
+            (s.start, s.end)
+            for s in decode.segments(logits, config.id2label, step_s)
+            if s.label == "speech"
+        ]
         errors += boundary_errors(m.speech, found)
         missed += len(m.speech) if not found else 0
         found_segments += len(found)
         true_segments += len(m.speech)
     model.train(was_training)
-    return {"frame_accuracy": {k: float(right[i] / frames) for i, k in enumerate(LABELS)},
-            "frame_accuracy_both": both / frames, "mixtures": len(mixtures), "frames": frames,
-            "boundary_error_s": float(np.mean(errors)),
-            "boundary_error_median_s": float(np.median(errors)),
-            "speech_segments": {"true": true_segments, "found": found_segments},
-            "mixtures_without_speech_found": missed}
+    return {
+        "frame_accuracy": {k: float(right[i] / frames) for i, k in enumerate(LABELS)},
+        "frame_accuracy_both": both / frames,
+        "mixtures": len(mixtures),
+        "frames": frames,
+        "boundary_error_s": float(np.mean(errors)),
+        "boundary_error_median_s": float(np.median(errors)),
+        "speech_segments": {"true": true_segments, "found": found_segments},
+        "mixtures_without_speech_found": missed,
+    }
 
 
 def heldout_mixtures(n: int = HELDOUT_MIXTURES) -> list[Mixture]:
@@ -261,8 +285,15 @@ def heldout_mixtures(n: int = HELDOUT_MIXTURES) -> list[Mixture]:
 
 # examples/speech_and_noise.wav, in order: (seconds of near-silence, or of pink noise alone)
 # or (sentence, voice, variant) spoken by held-out variants; the last one over white noise.
-EXAMPLE = (0.5, ("the weather is nice today", "en-us", "Andrea"), 0.5, "noise 1.0", 0.3,
-           ("hello world", "en", "travis"), 0.3)
+EXAMPLE = (
+    0.5,
+    ("the weather is nice today", "en-us", "Andrea"),
+    0.5,
+    "noise 1.0",
+    0.3,
+    ("hello world", "en", "travis"),
+    0.3,
+)
 
 
 def example_mixture() -> Mixture:
@@ -298,59 +329,63 @@ def write_examples() -> None:
 
     m = example_mixture()
     sf.write(EXAMPLES_DIR / "speech_and_noise.wav", m.audio, SAMPLE_RATE, subtype="PCM_16")
-    print(f"examples/speech_and_noise.wav: {len(m.audio) / SAMPLE_RATE:.2f} s; speech "
-          f"{[(r.start / SAMPLE_RATE, r.end / SAMPLE_RATE) for r in m.speech]}, noise "
-          f"{[(r.start / SAMPLE_RATE, r.end / SAMPLE_RATE) for r in m.noise]}")
+    print(
+        f"examples/speech_and_noise.wav: {len(m.audio) / SAMPLE_RATE:.2f} s; speech "
+        f"{[(r.start / SAMPLE_RATE, r.end / SAMPLE_RATE) for r in m.speech]}, noise "
+        f"{[(r.start / SAMPLE_RATE, r.end / SAMPLE_RATE) for r in m.noise]}"
+    )
 
 
 def model_card(record: dict[str, Any]) -> str:
     e = record["eval"]
     acc = e["frame_accuracy"]
-    return "\n".join([
-        "# demo-vad: voice activity (speech / noise) for synthetic speech",
-        "",
-        "The service's embedded default for `/v1/frames`: a Wav2Vec2ForAudioFrameClassification "
-        f"({record['parameters'] / 1e6:.2f} M parameters, fp16 weights) that labels every 20 ms "
-        "frame `speech` and/or `noise` (a sigmoid per label; neither is silence). Its conv "
-        f"front end and first {record['layers']} transformer layers start from the CTC demo "
-        "model (`service/models/demo-ctc`). It has only heard espeak-ng voices and generated "
-        "noise: a demonstration of the endpoint, not a production VAD.",
-        "",
-        "## Held-out figures",
-        "",
-        f"{e['mixtures']} mixtures ({e['frames']:,} frames) of utterances by the voice variants "
-        f"never trained on ({', '.join(HELDOUT_VARIANTS)}), with their own noise draws:",
-        "",
-        "| frame accuracy: speech | noise | both labels right | mean speech boundary error "
-        "| median | speech segments found / true |",
-        "|---|---|---|---|---|---|",
-        f"| {100 * acc['speech']:.1f}% | {100 * acc['noise']:.1f}% "
-        f"| {100 * e['frame_accuracy_both']:.1f}% | {1000 * e['boundary_error_s']:.0f} ms "
-        f"| {1000 * e['boundary_error_median_s']:.0f} ms "
-        f"| {e['speech_segments']['found']} / {e['speech_segments']['true']} |",
-        "",
-        "Boundary error: for each true utterance onset (offset), the distance to the nearest "
-        "onset (offset) of a `speech` segment as `/v1/frames` returns it (sigmoid > 0.5, no "
-        "smoothing). More segments found than true means some utterances come back split at a "
-        "pause between words.",
-        "",
-        "## Recipe",
-        "",
-        f"- Data: mixtures of {MIX_SECONDS[0]:g}-{MIX_SECONDS[1]:g} s built on the fly from "
-        f"{record['pool']:,} espeak-ng utterances ({len(VOICES)} English voices x "
-        f"{len(seen_variants())} variants, 120-220 wpm, pitch 20-80, up to 8 words): 1-3 "
-        f"utterances at peak 0.2-1.0, at least {MIN_GAP_S:g} s apart, over noise at -90 to "
-        "-60 dB; 0-2 noise events (white, pink, brown, 50/60 Hz hum with harmonics, a tune of "
-        "synthetic notes) covering 30-80% of the mixture each at RMS 0.016-0.2, overlapping the "
-        "speech or not. A frame's labels are those of the sample at its centre.",
-        f"- Loss: binary cross-entropy per label; batches of {record['batch']} mixtures.",
-        f"- Init: {record['init']}; AdamW, peak LR {record['lr']:g}, warmup then cosine; "
-        "weight average (EMA) exported.",
-        f"- {record['minutes']:.1f} min, {record['steps']} steps on {record['machine']}; "
-        f"command: `{record['command']}` ({record['started']}).",
-        *([f"- {record['note']}"] if record.get("note") else []),
-        "",
-    ])
+    return "\n".join(
+        [
+            "# demo-vad: voice activity (speech / noise) for synthetic speech",
+            "",
+            "The service's embedded default for `/v1/frames`: a Wav2Vec2ForAudioFrameClassification "
+            f"({record['parameters'] / 1e6:.2f} M parameters, fp16 weights) that labels every 20 ms "
+            "frame `speech` and/or `noise` (a sigmoid per label; neither is silence). Its conv "
+            f"front end and first {record['layers']} transformer layers start from the CTC demo "
+            "model (`service/models/demo-ctc`). It has only heard espeak-ng voices and generated "
+            "noise: a demonstration of the endpoint, not a production VAD.",
+            "",
+            "## Held-out figures",
+            "",
+            f"{e['mixtures']} mixtures ({e['frames']:,} frames) of utterances by the voice variants "
+            f"never trained on ({', '.join(HELDOUT_VARIANTS)}), with their own noise draws:",
+            "",
+            "| frame accuracy: speech | noise | both labels right | mean speech boundary error "
+            "| median | speech segments found / true |",
+            "|---|---|---|---|---|---|",
+            f"| {100 * acc['speech']:.1f}% | {100 * acc['noise']:.1f}% "
+            f"| {100 * e['frame_accuracy_both']:.1f}% | {1000 * e['boundary_error_s']:.0f} ms "
+            f"| {1000 * e['boundary_error_median_s']:.0f} ms "
+            f"| {e['speech_segments']['found']} / {e['speech_segments']['true']} |",
+            "",
+            "Boundary error: for each true utterance onset (offset), the distance to the nearest "
+            "onset (offset) of a `speech` segment as `/v1/frames` returns it (sigmoid > 0.5, no "
+            "smoothing). More segments found than true means some utterances come back split at a "
+            "pause between words.",
+            "",
+            "## Recipe",
+            "",
+            f"- Data: mixtures of {MIX_SECONDS[0]:g}-{MIX_SECONDS[1]:g} s built on the fly from "
+            f"{record['pool']:,} espeak-ng utterances ({len(VOICES)} English voices x "
+            f"{len(seen_variants())} variants, 120-220 wpm, pitch 20-80, up to 8 words): 1-3 "
+            f"utterances at peak 0.2-1.0, at least {MIN_GAP_S:g} s apart, over noise at -90 to "
+            "-60 dB; 0-2 noise events (white, pink, brown, 50/60 Hz hum with harmonics, a tune of "
+            "synthetic notes) covering 30-80% of the mixture each at RMS 0.016-0.2, overlapping the "
+            "speech or not. A frame's labels are those of the sample at its centre.",
+            f"- Loss: binary cross-entropy per label; batches of {record['batch']} mixtures.",
+            f"- Init: {record['init']}; AdamW, peak LR {record['lr']:g}, warmup then cosine; "
+            "weight average (EMA) exported.",
+            f"- {record['minutes']:.1f} min, {record['steps']} steps on {record['machine']}; "
+            f"command: `{record['command']}` ({record['started']}).",
+            *([f"- {record['note']}"] if record.get("note") else []),
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -382,26 +417,50 @@ def main(argv: list[str] | None = None) -> None:
     def progress(m: Head) -> str:
         assert isinstance(m, Wav2Vec2ForAudioFrameClassification)
         r = evaluate(m, heldout[:50])
-        return (f"speech {100 * r['frame_accuracy']['speech']:.1f}%, noise "
-                f"{100 * r['frame_accuracy']['noise']:.1f}%, boundary "
-                f"{1000 * r['boundary_error_s']:.0f} ms")
+        return (
+            f"speech {100 * r['frame_accuracy']['speech']:.1f}%, noise "
+            f"{100 * r['frame_accuracy']['noise']:.1f}%, boundary "
+            f"{1000 * r['boundary_error_s']:.0f} ms"
+        )
 
     command = "python -m training.vad " + " ".join(sys.argv[1:] if argv is None else argv)
     record: dict[str, Any] = {"started": finetune.started(), "command": command}
     averaged, run = finetune.fit(
-        model, batches(pool, config, args.batch, np.random.default_rng(0)), loss,
-        minutes=args.minutes, lr=args.lr, max_steps=args.max_steps, dtype_name=args.dtype,
-        evaluate=progress, eval_every=100)
+        model,
+        batches(pool, config, args.batch, np.random.default_rng(0)),
+        loss,
+        minutes=args.minutes,
+        lr=args.lr,
+        max_steps=args.max_steps,
+        dtype_name=args.dtype,
+        evaluate=progress,
+        eval_every=100,
+    )
     assert isinstance(averaged, Wav2Vec2ForAudioFrameClassification)
-    record.update(run, init=finetune.describe_init(args.init, args.layers), layers=args.layers,
-                  parameters=sum(q.numel() for q in averaged.parameters()), pool=len(pool),
-                  batch=args.batch, lr=args.lr, eval=evaluate(averaged, heldout))
-    export.save_directory(averaged, config, args.run / "export", README=model_card(record),
-                          **{"training.json": record})
+    record.update(
+        run,
+        init=finetune.describe_init(args.init, args.layers),
+        layers=args.layers,
+        parameters=sum(q.numel() for q in averaged.parameters()),
+        pool=len(pool),
+        batch=args.batch,
+        lr=args.lr,
+        eval=evaluate(averaged, heldout),
+    )
+    export.save_directory(
+        averaged,
+        config,
+        args.run / "export",
+        README=model_card(record),
+        **{"training.json": record},
+    )
     e = record["eval"]
-    print(f"[final] frame accuracy speech {100 * e['frame_accuracy']['speech']:.1f}%, noise "
-          f"{100 * e['frame_accuracy']['noise']:.1f}%; boundary error "
-          f"{1000 * e['boundary_error_s']:.0f} ms", flush=True)
+    print(
+        f"[final] frame accuracy speech {100 * e['frame_accuracy']['speech']:.1f}%, noise "
+        f"{100 * e['frame_accuracy']['noise']:.1f}%; boundary error "
+        f"{1000 * e['boundary_error_s']:.0f} ms",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """CTC forced alignment: a transcript's word and character frame spans on a clip's emissions.
 
-    text.py     transcript -> words of token ids (case, delimiter, WILDCARD for unknown chars)
-    trellis.py  the CTC state sequence, the WILD and STAR emission columns
-    viterbi.py  the best path in O(S sqrt(T)) memory (checkpoints, recomputation)
-    spans.py    path -> token and word spans, mean log-probability scores
-    aligner.py  align(), the entry point
+text.py     transcript -> words of token ids (case, delimiter, WILDCARD for unknown chars)
+trellis.py  the CTC state sequence, the WILD and STAR emission columns
+viterbi.py  the best path in O(S sqrt(T)) memory (checkpoints, recomputation)
+spans.py    path -> token and word spans, mean log-probability scores
+aligner.py  align(), the entry point
 """
 
 from service.align.aligner import align

@@ -40,8 +40,9 @@ class Alignment:
     frames: int
 
 
-def spans(path: np.ndarray, frame_scores: np.ndarray, trellis: Trellis,
-          words: list[TextWord]) -> Alignment:
+def spans(
+    path: np.ndarray, frame_scores: np.ndarray, trellis: Trellis, words: list[TextWord]
+) -> Alignment:
     """Token i holds the frames where the (non-decreasing) path is in state 2 i + 1."""
     token_states = 2 * np.arange(len(trellis.tokens)) + 1
     starts = np.searchsorted(path, token_states, side="left")
@@ -52,8 +53,9 @@ def spans(path: np.ndarray, frame_scores: np.ndarray, trellis: Trellis,
         return float((total[end] - total[start]) / (end - start))
 
     chars = [
-        AlignedChar(trellis.tokens[i].text, int(starts[i]), int(ends[i]),
-                    mean(starts[i], ends[i]), int(w))
+        AlignedChar(
+            trellis.tokens[i].text, int(starts[i]), int(ends[i]), mean(starts[i], ends[i]), int(w)
+        )
         for i, w in enumerate(trellis.word_of_token)
         if w >= 0
     ]
@@ -67,4 +69,3 @@ def spans(path: np.ndarray, frame_scores: np.ndarray, trellis: Trellis,
         for word, f, k in zip(words, firsts, lasts)
     ]
     return Alignment(" ".join(w.text for w in words), aligned, chars, len(path))
-

@@ -57,9 +57,7 @@ class AlignVocab:
         blank = ids[tokenizer.pad_token]
         delim_text = tokenizer.word_delimiter_token
         delimiter = ids.get(delim_text) if delim_text else None
-        chars = {
-            t: i for t, i in ids.items() if len(t) == 1 and i != blank and i != delimiter
-        }
+        chars = {t: i for t, i in ids.items() if len(t) == 1 and i != blank and i != delimiter}
         return cls(
             chars=chars,
             blank=blank,

@@ -53,8 +53,9 @@ class Trellis:
         return len(self.tokens) + self.repeats
 
 
-def build(words: list[TextWord], blank: int, delimiter: int | None, vocab_size: int,
-          *, star: bool) -> Trellis:
+def build(
+    words: list[TextWord], blank: int, delimiter: int | None, vocab_size: int, *, star: bool
+) -> Trellis:
     """The state sequence of `words`, a delimiter token between two words when there is one."""
     tokens: list[Token] = []
     word_of: list[int] = []
@@ -92,7 +93,7 @@ def emissions(log_probs: np.ndarray, blank: int, star_penalty: float) -> np.ndar
     best = x.max(axis=1)
     wild = out[:, wild_column(vocab)]
     wild[:] = -np.inf
-    for part in (x[:, :blank], x[:, blank + 1:]):  # every column but the blank, no copy
+    for part in (x[:, :blank], x[:, blank + 1 :]):  # every column but the blank, no copy
         if part.shape[1]:
             np.maximum(wild, part.max(axis=1), out=wild)
     np.maximum(x[:, blank], best - star_penalty, out=out[:, star_column(vocab)])

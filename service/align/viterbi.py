@@ -86,8 +86,8 @@ class _Recursion:
         lo, hi = self.live(t)
         a, b = max(lo, 1), max(lo, 2)
         out[lo] = alpha[lo]
-        np.maximum(alpha[a:hi], alpha[a - 1:hi - 1], out=out[a:hi])
-        two = np.add(alpha[b - 2:hi - 2], self.skip_add[b:hi], out=self.two[b:hi])
+        np.maximum(alpha[a:hi], alpha[a - 1 : hi - 1], out=out[a:hi])
+        two = np.add(alpha[b - 2 : hi - 2], self.skip_add[b:hi], out=self.two[b:hi])
         np.maximum(out[b:hi], two, out=out[b:hi])
         self.emit(out, frame, lo, hi)
 
@@ -96,13 +96,17 @@ class _Recursion:
         frame = frame.astype(np.float64)  # 34 casts here, not S in the additions
         even, odd = lo + lo % 2, lo | 1
         evens, odds = range(even // 2, (hi + 1) // 2), range(odd // 2, hi // 2)
-        blank = (frame[self.blank_label] if self.blank_label is not None
-                 else frame.take(self.blank_labels[evens.start:evens.stop]))
+        blank = (
+            frame[self.blank_label]
+            if self.blank_label is not None
+            else frame.take(self.blank_labels[evens.start : evens.stop])
+        )
         scores[even:hi:2] += blank
-        scores[odd:hi:2] += frame.take(self.token_labels[odds.start:odds.stop])
+        scores[odd:hi:2] += frame.take(self.token_labels[odds.start : odds.stop])
 
-    def choices(self, alpha: np.ndarray, emissions: np.ndarray, start: int, stop: int,
-                out: np.ndarray) -> None:
+    def choices(
+        self, alpha: np.ndarray, emissions: np.ndarray, start: int, stop: int, out: np.ndarray
+    ) -> None:
         """Rows 0..stop-start-1 of `out` (uint8, S wide): the code of each live state's best
         predecessor at frames start..stop-1, from the scores `alpha` of frame start - 1, by the
         arithmetic of step: code = (one on beats stay) + 2 (two on beats both); steps back =
@@ -114,10 +118,10 @@ class _Recursion:
             a, b = max(lo, 1), max(lo, 2)
             row, best = out[i], buffers[i % 2]
             row[lo:a] = 0
-            np.greater(alpha[a - 1:hi - 1], alpha[a:hi], out=row[a:hi].view(np.bool_))
+            np.greater(alpha[a - 1 : hi - 1], alpha[a:hi], out=row[a:hi].view(np.bool_))
             best[lo] = alpha[lo]
-            np.maximum(alpha[a:hi], alpha[a - 1:hi - 1], out=best[a:hi])
-            two = np.add(alpha[b - 2:hi - 2], self.skip_add[b:hi], out=self.two[b:hi])
+            np.maximum(alpha[a:hi], alpha[a - 1 : hi - 1], out=best[a:hi])
+            two = np.add(alpha[b - 2 : hi - 2], self.skip_add[b:hi], out=self.two[b:hi])
             np.greater(two, best[b:hi], out=beats[b:hi].view(np.bool_))
             np.add(row[b:hi], beats[b:hi], out=row[b:hi])
             np.add(row[b:hi], beats[b:hi], out=row[b:hi])
