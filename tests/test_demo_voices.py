@@ -19,6 +19,9 @@ from tests.conftest import require_tool
 from training import speakers, vad
 from training.sentences import natural_sentence
 
+# Held-out evaluations of the demo models (tens of seconds).
+pytestmark = pytest.mark.slow
+
 MODELS = Path(service.__file__).parent / "models"
 SPEAKERS_DIR, VAD_DIR = MODELS / "demo-speakers", MODELS / "demo-vad"
 EXAMPLES = Path(__file__).parents[1] / "examples"

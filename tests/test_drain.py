@@ -16,6 +16,9 @@ import pytest
 from tests.conftest import free_port, wait_ready
 from tests.test_server import SLOW_SERVICE, wav_bytes
 
+# Real server processes.
+pytestmark = pytest.mark.slow
+
 BATCH_DELAY = 4.0  # every forward pass takes this long: requests outlive the drain timeout
 DRAIN_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.5
