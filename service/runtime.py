@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,12 +20,16 @@ from service import metrics
 from service.audio import Audio, PcmDecoder
 from service.batcher import DEFAULT_PRIORITY, STREAM_PRIORITY, Batcher, BatchObserver, Timed
 from service.cost import fill_batches
+from service.decoding import BEAM, DecodePool, beam_options
 from service.engine import DEFAULT_OPTIONS, Engine, Window
 from service.errors import ServiceError
+from service.lm import Decoder, beam_decode, has_decoder, load_decoder
+from service.lm.alphabet import check_alphabet, labels_for
 from service.schemas import ModelCard, Options, Prediction
 from service.settings import Settings
 from service.streaming import LiveStream, Stream, windowing_for
-from service.wav2vec2.loading import LoadedModel, load_model
+from service.wav2vec2.loading import LoadedModel, load_model, resolve
+from service.wav2vec2.tokenizer import Decoded
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +58,28 @@ class PrometheusObserver(BatchObserver):
             metrics.BATCH_FAILURES.labels(self.model, type(error).__name__).inc()
 
 
+@dataclass(frozen=True)
+class TimedPrediction(Timed[Prediction]):
+    """A Prediction with its queue and inference seconds, and the seconds its decoding took."""
+
+    decode_time: float = 0.0
+
+
 class ServedModel:
     """One model as the routes and the CLI see it."""
 
-    def __init__(self, loaded: LoadedModel, settings: Settings) -> None:
+    def __init__(
+        self, loaded: LoadedModel, settings: Settings, decoder: Decoder | None = None
+    ) -> None:
         self._loaded = loaded
         self._settings = settings
         self.name = loaded.name
         self.task = loaded.task
         self.sampling_rate = loaded.sampling_rate
         self.min_samples = loaded.min_samples
-        self._engine = Engine(loaded, settings.chunk_seconds, settings.stride_seconds)
+        self._engine = Engine(loaded, settings.chunk_seconds, settings.stride_seconds, decoder)
+        self._decoder = decoder
+        self._decoding = DecodePool(settings.decode_workers, f"decode-{self.name}")
         # Fault-injection tests wrap _batcher.run_batch; nothing outside this class reaches in.
         self._batcher: Batcher[np.ndarray, np.ndarray] = Batcher(
             run_batch=self._engine.run_batch,
@@ -91,7 +108,15 @@ class ServedModel:
             device=str(loaded.device),
             dtype=str(loaded.dtype).removeprefix("torch."),
             attention=self.attention,
+            decoder=self.default_decoder if self.task == "transcribe" else None,
         )
+
+    @property
+    def default_decoder(self) -> str:
+        """What a transcription gets by default: beam+lm where the model ships an LM."""
+        kind = self._engine.decoder_kind()
+        has_lm = self._decoder is not None and self._decoder.lm is not None
+        return f"{kind}+lm" if kind == BEAM and has_lm else kind
 
     # ---- lifecycle ----
 
@@ -104,6 +129,7 @@ class ServedModel:
 
     async def stop(self, drain_timeout: float) -> None:
         await self._batcher.stop(drain_timeout)
+        self._decoding.shutdown()
 
     # ---- requests ----
 
@@ -114,8 +140,9 @@ class ServedModel:
         options: Options = DEFAULT_OPTIONS,
         *,
         priority: int = DEFAULT_PRIORITY,
-    ) -> Timed[Prediction]:
-        """Windows of one clip through the shared batcher, then one Prediction."""
+    ) -> TimedPrediction:
+        """Windows of one clip through the shared batcher, then one Prediction (a beam search
+        in the decode pool)."""
         plan = self._engine.plan(len(samples))
         windows = [
             asyncio.ensure_future(
@@ -136,12 +163,34 @@ class ServedModel:
             for w in windows:
                 w.cancel()
             raise
-        prediction = self._engine.finish(plan, [t.result for t in timed], duration, options)
+        outputs = [t.result for t in timed]
+        if self._beam(options):
+            prediction, seconds = await self._decoding.run(
+                self._engine.finish, plan, outputs, duration, options
+            )
+        else:
+            prediction, seconds = self._finish(plan, outputs, duration, options)
+        self._observe_decode(options, seconds)
         metrics.AUDIO_SECONDS.labels(self.name).inc(duration)
         # Windows were queued together: queue = until the first started, inference = the rest.
         first = min(t.queue_time for t in timed)
         last = max(t.queue_time + t.inference_time for t in timed)
-        return Timed(prediction, first, last - first)
+        return TimedPrediction(prediction, first, last - first, seconds)
+
+    def _beam(self, options: Options) -> bool:
+        return self.task == "transcribe" and self._engine.decoder_kind(options) == BEAM
+
+    def _finish(
+        self, plan: list[Window], outputs: list[np.ndarray], duration: float, options: Options
+    ) -> tuple[Prediction, float]:
+        started = time.perf_counter()
+        prediction = self._engine.finish(plan, outputs, duration, options)
+        return prediction, time.perf_counter() - started
+
+    def _observe_decode(self, options: Options, seconds: float) -> None:
+        if self.task == "transcribe":
+            kind = self._engine.decoder_kind(options)
+            metrics.DECODE_DURATION.labels(self.name, kind).observe(seconds)
 
     def predict_now(
         self, clips: Sequence[Audio], options: Options = DEFAULT_OPTIONS
@@ -159,14 +208,25 @@ class ServedModel:
         predictions, pos = [], 0
         for audio, plan in zip(clips, plans):
             part, pos = outputs[pos : pos + len(plan)], pos + len(plan)
-            predictions.append(self._engine.finish(plan, part, audio.duration, options))
+            prediction, seconds = self._finish(plan, part, audio.duration, options)
+            self._observe_decode(options, seconds)
+            predictions.append(prediction)
         return predictions
 
-    def open_stream(self, encoding: str, sample_rate: int, interim: bool = True) -> LiveStream:
+    def open_stream(
+        self,
+        encoding: str,
+        sample_rate: int,
+        interim: bool = True,
+        options: Options = DEFAULT_OPTIONS,
+    ) -> LiveStream:
         """A live transcription stream: raw PCM in, partials and finals out. Its windows run
-        in the stream lane (ahead of REST clips) and its audio counts as processed audio."""
+        in the stream lane (ahead of REST clips) and its audio counts as processed audio.
+        Finals are decoded as `options` ask (a beam search in the decode pool); partials stay
+        greedy, they are replaced within a second anyway."""
         if self.task != "transcribe" or self._loaded.tokenizer is None:
             raise ServiceError(f"{self.name!r} does not transcribe", code="wrong_task", status=422)
+        tokenizer = self._loaded.tokenizer
         s = self._settings
         windowing = windowing_for(
             self._loaded,
@@ -184,8 +244,22 @@ class ServedModel:
                 window, len(window), priority=STREAM_PRIORITY, timeout=s.request_timeout
             )
 
+        beam = beam_options(options)
+
+        async def decode_final(logits: np.ndarray) -> Decoded:
+            decoded, seconds = await self._decoding.run(
+                beam_decode, logits, tokenizer, self._decoder, beam
+            )
+            metrics.DECODE_DURATION.labels(self.name, BEAM).observe(seconds)
+            return decoded
+
         stream = Stream(
-            windowing, self._loaded.tokenizer, self._loaded.frame_seconds, infer, interim=interim
+            windowing,
+            tokenizer,
+            self._loaded.frame_seconds,
+            infer,
+            interim=interim,
+            decode_final=decode_final if self._beam(options) else None,
         )
         return LiveStream(stream, pcm, metrics.AUDIO_SECONDS.labels(self.name).inc)
 
@@ -202,19 +276,32 @@ def build_model(
         dtype=settings.dtype,
         attention=settings.attention,
     )
-    served = ServedModel(loaded, settings)
+    decoder = _decoder(loaded, source)
+    served = ServedModel(loaded, settings, decoder)
     if warmup:
         served.warmup()
     log.info(
-        "loaded %s (%s) from %s on %s/%s, attention %s",
+        "loaded %s (%s) from %s on %s/%s, attention %s, decoder %s",
         name,
         served.task,
         source,
         loaded.device,
         loaded.dtype,
         served.attention,
+        served.card().decoder,
     )
     return served
+
+
+def _decoder(loaded: LoadedModel, source: str) -> Decoder | None:
+    """The checkpoint's ProcessorWithLM layout (alphabet.json, language_model/), if it has one;
+    its alphabet is checked against the tokenizer now, not on the first request."""
+    if loaded.tokenizer is None or not has_decoder(path := resolve(source)):
+        return None
+    decoder = load_decoder(path)
+    vocab_size = loaded.config.vocab_size or 0
+    check_alphabet(decoder.alphabet, labels_for(loaded.tokenizer, vocab_size))
+    return decoder
 
 
 def build_models(settings: Settings) -> dict[str, ServedModel]:

@@ -18,6 +18,13 @@ class Options(_Frozen):
     """Per-request options that reach post-processing through ServedModel.predict."""
 
     top_k: int = 5  # classify: labels returned
+    # transcribe (docs/api.md, "Decoding"); None means the model's or the beam's default.
+    decoder: Literal["greedy", "beam"] | None = None  # None: beam where the model has an LM
+    beam_width: int | None = None
+    alpha: float | None = None  # LM weight; None keeps the model's attrs.json value
+    beta: float | None = None  # word insertion bonus; None keeps attrs.json
+    hotwords: tuple[str, ...] = ()
+    hotword_weight: float | None = None
 
 
 class Word(_Frozen):
@@ -62,6 +69,7 @@ class ModelCard(_Frozen):
     device: str
     dtype: str
     attention: str
+    decoder: str | None = None  # transcribe: "beam+lm" where the model ships an LM, else "greedy"
 
 
 class VerifyResult(_Frozen):
