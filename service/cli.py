@@ -16,7 +16,7 @@ from service.settings import Settings, default_model_specs
 if TYPE_CHECKING:  # imported when used: `serve` and `--help` need no torch
     from service.audio import Audio
     from service.runtime import ServedModel
-    from service.schemas import Prediction
+    from service.schemas import Options, Prediction
 
 # The Settings fields that apply to `predict` (serve takes them all).
 PREDICT_SETTINGS = [
@@ -28,6 +28,10 @@ PREDICT_SETTINGS = [
     "stride_seconds",
     "max_audio_seconds",
     "max_batch_size",
+    "decode_workers",
+    "max_beam_width",
+    "max_hotwords",
+    "max_hotword_chars",
 ]
 
 
@@ -65,6 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--task", default="auto", choices=["auto", "transcribe", "classify", "embed", "frames"]
     )
     predict.add_argument("--top-k", type=int, default=5)
+    decoding = predict.add_argument_group("transcript decoding (docs/api.md, 'Decoding')")
+    decoding.add_argument(
+        "--decoder", choices=["greedy", "beam"], help="default: beam where the model has an LM"
+    )
+    decoding.add_argument("--beam-width", help="beams kept per frame (default 100)")
+    decoding.add_argument("--alpha", help="LM weight (default: the model's attrs.json)")
+    decoding.add_argument("--beta", help="word insertion bonus (default: attrs.json)")
+    decoding.add_argument(
+        "--hotwords", nargs="+", default=[], metavar="W", help="words (or phrases) to lift"
+    )
+    decoding.add_argument("--hotword-weight", help="log-score bonus per hotword (default 10)")
     predict.add_argument("--output", type=Path, help="write JSON lines here instead of stdout")
     predict.add_argument("--no-progress", action="store_true")
     predict.add_argument("files", nargs="+")
@@ -112,6 +127,7 @@ def predict(settings: Settings, args: argparse.Namespace) -> int:
     if len(specs) != 1:
         raise ServiceError("predict takes one --model")
     name, source = specs[0]
+    options = _options(settings, args)
     model = build_model(settings, name, source, task=args.task, warmup=False)
     out = args.output.open("w") if args.output else sys.stdout
     failures = 0
@@ -122,7 +138,7 @@ def predict(settings: Settings, args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     try:
-        for record in _predict_files(model, settings, args):
+        for record in _predict_files(model, settings, args, options):
             failures += "error" in record
             out.write(json.dumps(record) + "\n")
             out.flush()
@@ -134,13 +150,19 @@ def predict(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _options(settings: Settings, args: argparse.Namespace) -> Options:
+    """The flags' Options, checked like a request's (a bad value exits 2 before loading)."""
+    from service.options import parse_options
+
+    names = ("decoder", "beam_width", "alpha", "beta", "hotword_weight")
+    fields = {name: getattr(args, name) for name in names}
+    return parse_options(fields, settings, args.hotwords, top_k=args.top_k)
+
+
 def _predict_files(
-    model: ServedModel, settings: Settings, args: argparse.Namespace
+    model: ServedModel, settings: Settings, args: argparse.Namespace, options: Options
 ) -> Iterator[dict[str, Any]]:
     """Files in input order; decoding and inference in groups so memory stays bounded."""
-    from service.schemas import Options
-
-    options = Options(top_k=args.top_k)
     group = max(1, settings.max_batch_size)
     for i in range(0, len(args.files), group):
         names = args.files[i : i + group]

@@ -48,7 +48,10 @@ def limits(settings: Settings) -> BeamLimits:
 
 
 def check(options: Options, settings: Settings) -> Options:
-    """The options, or a 422 with invalid_beam_width / too_many_hotwords / hotword_too_long."""
+    """The options, or a 422 with invalid_beam_width / too_many_hotwords / hotword_too_long.
+    An unset beam_width gets the beam's default, capped at max_beam_width."""
+    if options.beam_width is None and BeamOptions().beam_width > settings.max_beam_width:
+        options = options.model_copy(update={"beam_width": settings.max_beam_width})
     check_options(beam_options(options), limits(settings))
     return options
 

@@ -27,7 +27,7 @@ RENAMES = [
 ]
 # Pre-training parts that an encoder served for embeddings does not use.
 PRETRAINING_ONLY = ("quantizer.", "project_hid.", "project_q.")
-HUB_FILES = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.md"]
+HUB_FILES = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.md", "*.arpa"]  # *.arpa: language_model/
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
