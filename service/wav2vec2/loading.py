@@ -27,7 +27,8 @@ RENAMES = [
 ]
 # Pre-training parts that an encoder served for embeddings does not use.
 PRETRAINING_ONLY = ("quantizer.", "project_hid.", "project_q.")
-HUB_FILES = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.md", "*.arpa"]  # *.arpa: language_model/
+# *.arpa (with alphabet.json and language_model/*.json, *.txt): a ProcessorWithLM's decoder.
+HUB_FILES = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.md", "*.arpa"]
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
