@@ -5,7 +5,7 @@
 1. Logits: service/models/demo-ctc (fp32, CPU) on the first --n utterances of each held-out set
    (training/data.py: heldout-natural, heldout-random, heldout-voices).
 2. Accuracy: corpus CER/WER of greedy (the tokenizer), beam without LM, and beam with the
-   demo LM (service/models/demo-ctc-lm) at its attrs.json alpha/beta, beam width --beam.
+   demo LM (service/models/demo-ctc) at its attrs.json alpha/beta, beam width --beam.
 3. Speed, in this process, one clip after the other: seconds of decoding per second of audio at
    beam 16/64/128, ours and pyctcdecode 0.5.0 + KenLM on the same logits and ARPA (each clip
    timed by both, in alternating order); medians over clips, and the median of the paired
@@ -78,7 +78,7 @@ def reference_decoder():
         from pyctcdecode import BeamSearchDecoderCTC
     except ImportError:
         return None
-    return BeamSearchDecoderCTC.load_from_dir(str(MODELS / "demo-ctc-lm"))
+    return BeamSearchDecoderCTC.load_from_dir(str(MODELS / "demo-ctc"))
 
 
 def speed(decoder, tokenizer, reference, clips: list[tuple[np.ndarray, float]]) -> dict:
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     model = load_model(str(MODELS / "demo-ctc"), device="cpu", dtype="float32")
     tokenizer = model.tokenizer
-    decoder = load_decoder(MODELS / "demo-ctc-lm")
+    decoder = load_decoder(MODELS / "demo-ctc")
     cached = dict(np.load(args.cache)) if args.cache and args.cache.exists() else {}
     sets, raw = {}, {}
     for kind in HELDOUT_SETS:

@@ -73,7 +73,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["x-queue-time", "x-inference-time", "x-total-time", "retry-after"],
+            expose_headers=[
+                "x-queue-time",
+                "x-inference-time",
+                "x-decode-time",
+                "x-total-time",
+                "retry-after",
+            ],
         )
     return app
 

@@ -17,7 +17,7 @@ from service.settings import Settings, default_model_specs
 if TYPE_CHECKING:  # imported when used: `serve` and `--help` need no torch
     from service.audio import Audio
     from service.runtime import ServedModel
-    from service.schemas import Prediction
+    from service.schemas import Options, Prediction
 
 # The Settings fields that apply to `predict` (serve takes them all).
 PREDICT_SETTINGS = [
@@ -29,6 +29,10 @@ PREDICT_SETTINGS = [
     "stride_seconds",
     "max_audio_seconds",
     "max_batch_size",
+    "beam_workers",
+    "max_beam_width",
+    "max_hotwords",
+    "max_hotword_chars",
 ]
 
 
@@ -69,6 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--top-k", type=int, default=5)
     _align_flags(predict)
+    decoding = predict.add_argument_group("transcript decoding (docs/api.md, 'Decoding')")
+    decoding.add_argument(
+        "--decoder", choices=["greedy", "beam"], help="default: beam where the model has an LM"
+    )
+    decoding.add_argument("--beam-width", help="beams kept per frame (default 100)")
+    decoding.add_argument("--alpha", help="LM weight (default: the model's attrs.json)")
+    decoding.add_argument("--beta", help="word insertion bonus (default: attrs.json)")
+    decoding.add_argument(
+        "--hotwords", nargs="+", default=[], metavar="W", help="words (or phrases) to lift"
+    )
+    decoding.add_argument("--hotword-weight", help="log-score bonus per hotword (default 10)")
     predict.add_argument("--output", type=Path, help="write JSON lines here instead of stdout")
     predict.add_argument("--no-progress", action="store_true")
     predict.add_argument("files", nargs="*", metavar="FILE")
@@ -141,6 +156,7 @@ def predict(settings: Settings, args: argparse.Namespace) -> int:
         raise ServiceError("predict takes one --model")
     name, source = specs[0]
     inputs = predict_inputs(args)
+    options = _options(settings, args)
     aligning = args.task == "align"
     # The checkpoint's own task: aligning needs a CTC head, which check_aligns names if absent.
     model = build_model(
@@ -157,7 +173,7 @@ def predict(settings: Settings, args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     try:
-        for record in _predict_files(model, settings, args, inputs):
+        for record in _predict_files(model, settings, args, inputs, options):
             failures += "error" in record
             out.write(json.dumps(record) + "\n")
             out.flush()
@@ -169,13 +185,24 @@ def predict(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _options(settings: Settings, args: argparse.Namespace) -> Options:
+    """The flags' Options, checked like a request's (a bad value exits 2 before loading)."""
+    from service.options import parse_options
+
+    names = ("decoder", "beam_width", "alpha", "beta", "hotword_weight")
+    fields = {name: getattr(args, name) for name in names}
+    options = parse_options(fields, settings, args.hotwords, top_k=args.top_k)
+    return options.model_copy(update={"granularity": args.granularity, "star": args.star})
+
+
 def _predict_files(
-    model: ServedModel, settings: Settings, args: argparse.Namespace, inputs: list[Input]
+    model: ServedModel,
+    settings: Settings,
+    args: argparse.Namespace,
+    inputs: list[Input],
+    options: Options,
 ) -> Iterator[dict[str, Any]]:
     """Inputs in order; decoding and inference in groups so memory stays bounded."""
-    from service.schemas import Options
-
-    options = Options(top_k=args.top_k, granularity=args.granularity, star=args.star)
     aligning = args.task == "align"
     group = max(1, settings.max_batch_size)
     for i in range(0, len(inputs), group):

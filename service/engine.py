@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from service import decode
-from service.schemas import Options, Prediction
+from service.decoding import BEAM, beam_options, decoder_kind
+from service.lm import Decoder, beam_transcript
+from service.schemas import Options, Prediction, Word
 from service.wav2vec2.loading import LoadedModel
 
 # Tasks whose output is per frame: long audio is stitched from overlapping windows (as
@@ -36,9 +38,14 @@ class Window:
 
 class Engine:
     def __init__(
-        self, loaded: LoadedModel, chunk_seconds: float = 30.0, stride_seconds: float = 5.0
+        self,
+        loaded: LoadedModel,
+        chunk_seconds: float = 30.0,
+        stride_seconds: float = 5.0,
+        decoder: Decoder | None = None,
     ) -> None:
         self.loaded = loaded
+        self.decoder = decoder  # the checkpoint's alphabet and LM for beam search, if it ships one
         self.name = loaded.name
         self.task = loaded.task
         step = loaded.config.samples_per_frame
@@ -109,8 +116,7 @@ class Engine:
         if self.task in FRAME_TASKS:
             frames = self.stitch(windows, outputs)
             if self.task == "transcribe":
-                assert loaded.tokenizer is not None
-                text, words = decode.transcript(frames, loaded.tokenizer, loaded.frame_seconds)
+                text, words = self.transcript(frames, options)
                 return Prediction(**base, text=text, words=words)
             segments = decode.segments(frames, config.id2label, loaded.frame_seconds)
             return Prediction(**base, segments=segments)
@@ -119,6 +125,20 @@ class Engine:
         if self.task == "classify":
             return Prediction(**base, labels=decode.labels(pooled, config.id2label, options.top_k))
         return Prediction(**base, embedding=[float(v) for v in pooled.astype(np.float32)])
+
+    def decoder_kind(self, options: Options = DEFAULT_OPTIONS) -> str:
+        """greedy or beam, for a transcription request with these options."""
+        return decoder_kind(options, self.decoder)
+
+    def transcript(self, frames: np.ndarray, options: Options) -> tuple[str, list[Word]]:
+        """One clip's (T, vocab) logits -> text and words, greedy or with the beam."""
+        loaded = self.loaded
+        assert loaded.tokenizer is not None
+        if self.decoder_kind(options) == BEAM:
+            return beam_transcript(
+                frames, loaded.tokenizer, self.decoder, beam_options(options), loaded.frame_seconds
+            )
+        return decode.transcript(frames, loaded.tokenizer, loaded.frame_seconds)
 
     def predict(
         self, samples: np.ndarray, duration: float, options: Options = DEFAULT_OPTIONS

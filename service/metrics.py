@@ -8,6 +8,8 @@ PREFIX = "w2v_"
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Greedy decoding takes well under a millisecond, a beam search tens of milliseconds.
+_DECODE = (0.0005, 0.001, 0.0025, *_LATENCY)
 _BATCH = (1, 2, 4, 8, 16, 32, 64)
 
 REQUESTS = Counter(
@@ -35,6 +37,13 @@ INFERENCE_DURATION = Histogram(
     "Forward pass time per batch",
     ["model"],
     buckets=_LATENCY,
+    registry=REGISTRY,
+)
+DECODE_DURATION = Histogram(
+    PREFIX + "decode_duration_seconds",
+    "Time to decode one transcript from its logits, by decoder (greedy or beam)",
+    ["model", "decoder"],
+    buckets=_DECODE,
     registry=REGISTRY,
 )
 BATCH_SIZE = Histogram(

@@ -109,6 +109,7 @@ def _timing_headers(state: dict[str, Any], started: float) -> list[tuple[bytes, 
     values = (
         ("x-queue-time", state.get("queue_time", 0.0)),
         ("x-inference-time", state.get("inference_time", 0.0)),
+        ("x-decode-time", state.get("decode_time", 0.0)),
         ("x-total-time", total),
     )
     return [(k.encode(), f"{v:.6f}".encode()) for k, v in values]

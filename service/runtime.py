@@ -2,8 +2,8 @@
 
 A `ServedModel` has a name, task, sampling rate, minimum length and card, answers `predict`
 (one clip through the shared batcher, windows and all), `predict_now` (clips without a queue,
-for the CLI), `align` / `align_now` (the same forward passes, then a transcript's forced
-alignment) and `open_stream` (a live stream in the priority lane, its audio counted). Nothing
+for the CLI), `align`/`align_now` (a transcript force-aligned on the same emissions) and
+`open_stream` (a live stream in the priority lane, its audio counted). Nothing
 outside it touches the engine, the batcher or the loaded model.
 """
 
@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,12 +25,16 @@ from service.align import wire as align_wire
 from service.audio import Audio, PcmDecoder
 from service.batcher import DEFAULT_PRIORITY, STREAM_PRIORITY, Batcher, BatchObserver, Timed
 from service.cost import fill_batches
+from service.decoding import BEAM, DecodePool, beam_options
 from service.engine import DEFAULT_OPTIONS, Engine, Window
 from service.errors import BadFieldError, ModelError, ServiceError, UnavailableError
+from service.lm import Decoder, beam_decode, has_decoder, load_decoder
+from service.lm.alphabet import check_alphabet, labels_for
 from service.schemas import ModelCard, Options, Prediction
 from service.settings import Settings
 from service.streaming import LiveStream, Stream, windowing_for
-from service.wav2vec2.loading import LoadedModel, load_model
+from service.wav2vec2.loading import LoadedModel, load_model, resolve
+from service.wav2vec2.tokenizer import Decoded
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +80,19 @@ def verify_threshold(loaded: LoadedModel) -> float:
     return float(value)
 
 
+@dataclass(frozen=True)
+class TimedPrediction(Timed[Prediction]):
+    """A Prediction with its queue and inference seconds, and the seconds its decoding took."""
+
+    decode_time: float = 0.0
+
+
 class ServedModel:
     """One model as the routes and the CLI see it."""
 
-    def __init__(self, loaded: LoadedModel, settings: Settings) -> None:
+    def __init__(
+        self, loaded: LoadedModel, settings: Settings, decoder: Decoder | None = None
+    ) -> None:
         self._loaded = loaded
         self._settings = settings
         self.name = loaded.name
@@ -86,7 +100,9 @@ class ServedModel:
         self.sampling_rate = loaded.sampling_rate
         self.min_samples = loaded.min_samples
         self.verify_threshold = verify_threshold(loaded)
-        self._engine = Engine(loaded, settings.chunk_seconds, settings.stride_seconds)
+        self._engine = Engine(loaded, settings.chunk_seconds, settings.stride_seconds, decoder)
+        self._decoder = decoder
+        self._decoding = DecodePool(settings.beam_workers, f"decode-{self.name}")
         # Measured per batch; admission turns queued audio into an expected wait with it.
         self.throughput = Throughput()
         # Fault-injection tests wrap _batcher.run_batch; nothing outside this class reaches in.
@@ -123,7 +139,15 @@ class ServedModel:
             device=str(loaded.device),
             dtype=str(loaded.dtype).removeprefix("torch."),
             attention=self.attention,
+            decoder=self.default_decoder if self.task == "transcribe" else None,
         )
+
+    @property
+    def default_decoder(self) -> str:
+        """What a transcription gets by default: beam+lm where the model ships an LM."""
+        kind = self._engine.decoder_kind()
+        has_lm = self._decoder is not None and self._decoder.lm is not None
+        return f"{kind}+lm" if kind == BEAM and has_lm else kind
 
     # ---- lifecycle ----
 
@@ -142,6 +166,7 @@ class ServedModel:
         if self._aligner is not None:
             self._aligner.shutdown(wait=False, cancel_futures=True)
             self._aligner = None
+        self._decoding.shutdown()
 
     # ---- requests ----
 
@@ -152,12 +177,20 @@ class ServedModel:
         options: Options = DEFAULT_OPTIONS,
         *,
         priority: int = DEFAULT_PRIORITY,
-    ) -> Timed[Prediction]:
-        """Windows of one clip through the shared batcher, then one Prediction."""
-        plan, outputs = await self._forward(samples, priority)
-        prediction = self._engine.finish(plan, outputs.result, duration, options)
+    ) -> TimedPrediction:
+        """Windows of one clip through the shared batcher, then one Prediction (a beam search
+        in the decode pool)."""
+        plan, forward = await self._forward(samples, priority)
+        outputs = forward.result
+        if self._beam(options):
+            prediction, seconds = await self._decoding.run(
+                self._engine.finish, plan, outputs, duration, options
+            )
+        else:
+            prediction, seconds = self._finish(plan, outputs, duration, options)
+        self._observe_decode(options, seconds)
         metrics.AUDIO_SECONDS.labels(self.name).inc(duration)
-        return Timed(prediction, outputs.queue_time, outputs.inference_time)
+        return TimedPrediction(prediction, forward.queue_time, forward.inference_time, seconds)
 
     async def align(
         self,
@@ -217,15 +250,32 @@ class ServedModel:
         last = max(t.queue_time + t.inference_time for t in timed)
         return plan, Timed([t.result for t in timed], first, last - first)
 
+    def _beam(self, options: Options) -> bool:
+        return self.task == "transcribe" and self._engine.decoder_kind(options) == BEAM
+
+    def _finish(
+        self, plan: list[Window], outputs: list[np.ndarray], duration: float, options: Options
+    ) -> tuple[Prediction, float]:
+        started = time.perf_counter()
+        prediction = self._engine.finish(plan, outputs, duration, options)
+        return prediction, time.perf_counter() - started
+
+    def _observe_decode(self, options: Options, seconds: float) -> None:
+        if self.task == "transcribe":
+            kind = self._engine.decoder_kind(options)
+            metrics.DECODE_DURATION.labels(self.name, kind).observe(seconds)
+
     def predict_now(
         self, clips: Sequence[Audio], options: Options = DEFAULT_OPTIONS
     ) -> list[Prediction]:
         """Clips without the queue (the CLI): windows of similar length share forward passes
         within the batch limits; results in input order."""
-        return [
-            self._engine.finish(plan, outputs, audio.duration, options)
-            for audio, (plan, outputs) in zip(clips, self._forward_now(clips))
-        ]
+        predictions = []
+        for audio, (plan, outputs) in zip(clips, self._forward_now(clips)):
+            prediction, seconds = self._finish(plan, outputs, audio.duration, options)
+            self._observe_decode(options, seconds)
+            predictions.append(prediction)
+        return predictions
 
     def align_now(
         self, clips: Sequence[Audio], texts: Sequence[str], options: Options = DEFAULT_OPTIONS
@@ -294,11 +344,20 @@ class ServedModel:
         prediction = self._alignment(frames, text, duration, options)
         return prediction, time.perf_counter() - start
 
-    def open_stream(self, encoding: str, sample_rate: int, interim: bool = True) -> LiveStream:
+    def open_stream(
+        self,
+        encoding: str,
+        sample_rate: int,
+        interim: bool = True,
+        options: Options = DEFAULT_OPTIONS,
+    ) -> LiveStream:
         """A live transcription stream: raw PCM in, partials and finals out. Its windows run
-        in the stream lane (ahead of REST clips) and its audio counts as processed audio."""
+        in the stream lane (ahead of REST clips) and its audio counts as processed audio.
+        Finals are decoded as `options` ask (a beam search in the decode pool); partials stay
+        greedy, they are replaced within a second anyway."""
         if self.task != "transcribe" or self._loaded.tokenizer is None:
             raise ServiceError(f"{self.name!r} does not transcribe", code="wrong_task", status=422)
+        tokenizer = self._loaded.tokenizer
         s = self._settings
         windowing = windowing_for(
             self._loaded,
@@ -316,8 +375,22 @@ class ServedModel:
                 window, len(window), priority=STREAM_PRIORITY, timeout=s.request_timeout
             )
 
+        beam = beam_options(options)
+
+        async def decode_final(logits: np.ndarray) -> Decoded:
+            decoded, seconds = await self._decoding.run(
+                beam_decode, logits, tokenizer, self._decoder, beam
+            )
+            metrics.DECODE_DURATION.labels(self.name, BEAM).observe(seconds)
+            return decoded
+
         stream = Stream(
-            windowing, self._loaded.tokenizer, self._loaded.frame_seconds, infer, interim=interim
+            windowing,
+            tokenizer,
+            self._loaded.frame_seconds,
+            infer,
+            interim=interim,
+            decode_final=decode_final if self._beam(options) else None,
         )
         return LiveStream(stream, pcm, metrics.AUDIO_SECONDS.labels(self.name).inc)
 
@@ -334,19 +407,32 @@ def build_model(
         dtype=settings.dtype,
         attention=settings.attention,
     )
-    served = ServedModel(loaded, settings)
+    decoder = _decoder(loaded, source)
+    served = ServedModel(loaded, settings, decoder)
     if warmup:
         served.warmup()
     log.info(
-        "loaded %s (%s) from %s on %s/%s, attention %s",
+        "loaded %s (%s) from %s on %s/%s, attention %s, decoder %s",
         name,
         served.task,
         source,
         loaded.device,
         loaded.dtype,
         served.attention,
+        served.card().decoder,
     )
     return served
+
+
+def _decoder(loaded: LoadedModel, source: str) -> Decoder | None:
+    """The checkpoint's ProcessorWithLM layout (alphabet.json, language_model/), if it has one;
+    its alphabet is checked against the tokenizer now, not on the first request."""
+    if loaded.tokenizer is None or not has_decoder(path := resolve(source)):
+        return None
+    decoder = load_decoder(path)
+    vocab_size = loaded.config.vocab_size or 0
+    check_alphabet(decoder.alphabet, labels_for(loaded.tokenizer, vocab_size))
+    return decoder
 
 
 def build_models(settings: Settings) -> dict[str, ServedModel]:

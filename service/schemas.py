@@ -22,6 +22,13 @@ class Options(_Frozen):
     granularity: Granularity = "word"  # align: words, characters, or both
     star: bool = False  # align: word boundaries may absorb speech the text lacks
     top_k: int = 5  # classify: labels returned
+    # transcribe (docs/api.md, "Decoding"); None means the model's or the beam's default.
+    decoder: Literal["greedy", "beam"] | None = None  # None: beam where the model has an LM
+    beam_width: int | None = None
+    alpha: float | None = None  # LM weight; None keeps the model's attrs.json value
+    beta: float | None = None  # word insertion bonus; None keeps attrs.json
+    hotwords: tuple[str, ...] = ()
+    hotword_weight: float | None = None
 
 
 class Word(_Frozen):
@@ -95,6 +102,7 @@ class ModelCard(_Frozen):
     device: str
     dtype: str
     attention: str
+    decoder: str | None = None  # transcribe: "beam+lm" where the model ships an LM, else "greedy"
 
 
 class VerifyResult(_Frozen):

@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     # than real time); they share forward passes with other streams and REST clips.
     stream_parallel_windows: int = Field(4, ge=1)
 
+    # Transcript decoding: beam searches run in a pool of this many threads per model, off the
+    # event loop and the model worker; the limits bound what one request may ask for.
+    beam_workers: int = Field(2, ge=1)
+    max_beam_width: int = Field(512, ge=1)
+    max_hotwords: int = Field(100, ge=0)
+    max_hotword_chars: int = Field(100, ge=1)
+
     # Security and lifecycle
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -9,7 +9,8 @@ Committed frames never change. They collect in the open segment until a pause, a
 `pause` frames whose greedy token is the CTC blank or the word delimiter, closes it (the cut
 lies inside the run, so no character and no collapsed repeat is split), or until the segment
 reaches `max_segment` frames (cut after its last word delimiter). A closed segment is decoded
-alone and sent as a `final`; the finals joined by single spaces are the offline transcript
+alone (greedy, or with `decode_final`, a beam search over the segment's logits) and sent as a
+`final`; with the greedy decoder the finals joined by single spaces are the offline transcript
 (whitespace runs aside) wherever the windowed frames equal the whole clip's.
 
 Nothing here knows about FastAPI: `infer` is any coroutine from window samples to logits, and
@@ -33,13 +34,25 @@ from service.audio import PcmDecoder
 from service.lifecycle import Lifecycle
 from service.metrics import ACTIVE_STREAMS, STREAM_LATENCY
 from service.schemas import Final, Partial
-from service.wav2vec2.tokenizer import CTCTokenizer
+from service.wav2vec2.tokenizer import CTCTokenizer, Decoded
 
 if TYPE_CHECKING:
     from service.wav2vec2.loading import LoadedModel
 
 Infer = Callable[[np.ndarray], Awaitable[np.ndarray]]  # (samples,) -> (frames, vocab) logits
+DecodeFinal = Callable[[np.ndarray], Awaitable[Decoded]]  # a segment's (frames, vocab) logits
 Message = Partial | Final
+
+
+@dataclass(frozen=True)
+class _Closed:
+    """A closed segment waiting to be decoded: frames [start, end) of the stream."""
+
+    start: int
+    end: int
+    ids: np.ndarray
+    logits: np.ndarray | None  # kept only when finals are not greedy
+    arrived: float | None  # when its last audio arrived (for the latency metric)
 
 
 @dataclass(frozen=True)
@@ -106,11 +119,13 @@ class Stream:
         *,
         interim: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        decode_final: DecodeFinal | None = None,
     ) -> None:
         self.w = windowing
         self.tokenizer = tokenizer
         self.frame_seconds = frame_seconds
         self.infer = infer
+        self.decode_final = decode_final
         self.interim = interim
         self.clock = clock
         vocab = max(tokenizer.id_to_token) + 1
@@ -128,6 +143,7 @@ class Stream:
         self._parts: list[np.ndarray] = []
         self.seg_start = 0  # first frame of the open segment
         self._ids = np.zeros(0, np.int64)  # committed ids of the open segment
+        self._logits: np.ndarray | None = None  # and their logits, for decode_final
         self._tail = np.zeros(0, np.int64)  # tentative ids from the last lookahead
         self._partial = ""
         self._covered = 0  # samples the last partial covered
@@ -150,7 +166,7 @@ class Stream:
 
     async def advance(self) -> list[Message]:
         """Run every chunk whose lookahead has arrived; the finals and partial to send."""
-        out: list[Message] = []
+        closed: list[_Closed] = []
         w = self.w
         while self.received >= w.samples_for(self.done + w.chunk + w.lookahead):
             firsts = [self.done]
@@ -161,8 +177,9 @@ class Stream:
             ends = [f + w.chunk for f in firsts]
             needs = [self._window(f, w.samples_for(e + w.lookahead)) for f, e in zip(firsts, ends)]
             for (a, logits), f, e in zip(await asyncio.gather(*needs), firsts, ends):
-                out += self._commit(logits.argmax(axis=-1), a, f, e)
+                closed += self._commit(logits, a, f, e)
             self._trim()
+        out: list[Message] = await self._finals(closed)
         if self.interim:
             out += self._partial_message()
         return out
@@ -171,11 +188,12 @@ class Stream:
         """No more audio: commit every frame left, close the open segment."""
         out: list[Message] = [m for m in await self.advance() if isinstance(m, Final)]
         total = self.w.frames_in(self.received)
+        closed = []
         if total > self.done:
             a, logits = await self._window(self.done, self.received)
-            out += self._commit(logits.argmax(axis=-1), a, self.done, total)
+            closed += self._commit(logits, a, self.done, total)
         self._tail = self._tail[:0]
-        return out + self._close(len(self._ids))
+        return out + await self._finals(closed + self._close(len(self._ids)))
 
     async def _window(self, first: int, end: int) -> tuple[int, np.ndarray]:
         """Logits of samples [a * step, end), a = first - left context; returns (a, logits)."""
@@ -186,8 +204,12 @@ class Stream:
         lo = a * self.w.step - self._base
         return a, await self.infer(self._audio[lo : end - self._base])
 
-    def _commit(self, ids: np.ndarray, a: int, first: int, end: int) -> list[Message]:
+    def _commit(self, logits: np.ndarray, a: int, first: int, end: int) -> list[_Closed]:
+        ids = logits.argmax(axis=-1)
         self._ids = np.concatenate([self._ids, ids[first - a : end - a]])
+        if self.decode_final is not None:
+            kept = logits[first - a : end - a]
+            self._logits = kept if self._logits is None else np.concatenate([self._logits, kept])
         self._tail = ids[end - a :]
         self.done = end
         return self._segments()
@@ -201,9 +223,9 @@ class Stream:
         old = bisect.bisect_right(self._ends, min(self.seg_start * self.w.step, self._covered))
         del self._ends[:old], self._times[:old]
 
-    def _segments(self) -> list[Message]:
+    def _segments(self) -> list[_Closed]:
         """Close segments at pauses and at the maximum length."""
-        out: list[Message] = []
+        out: list[_Closed] = []
         while True:
             cut = self._pause_cut()
             if cut is None and len(self._ids) >= self.w.max_segment:
@@ -233,23 +255,40 @@ class Stream:
                 return int(hits[-1]) + 1
         return len(head)
 
-    def _close(self, cut: int) -> list[Message]:
-        """Decode frames [seg_start, seg_start + cut) alone as a final (none when silent)."""
+    def _close(self, cut: int) -> list[_Closed]:
+        """Frames [seg_start, seg_start + cut) leave the open segment, to be decoded alone."""
         ids, self._ids = self._ids[:cut], self._ids[cut:]
+        logits = None
+        if self._logits is not None:
+            logits, self._logits = self._logits[:cut], self._logits[cut:]
         start, self.seg_start = self.seg_start, self.seg_start + cut
-        decoded = self.tokenizer.decode(ids.tolist())
-        if not decoded.text:
-            return []
-        fs = self.frame_seconds
-        self._observe("final", self.seg_start * self.w.step - 1)
-        return [
-            Final(
-                text=decoded.text,
-                words=decode.words(decoded, fs, first_frame=start),
-                start=decode.seconds(start, fs),
-                end=decode.seconds(self.seg_start, fs),
+        arrived = self._arrived(self.seg_start * self.w.step - 1)
+        return [_Closed(start, self.seg_start, ids, logits, arrived)]
+
+    async def _finals(self, closed: list[_Closed]) -> list[Message]:
+        """Closed segments -> finals (none for a silent one), in order."""
+        out: list[Message] = []
+        for seg in closed:
+            if not len(seg.ids):
+                continue
+            if seg.logits is not None and self.decode_final is not None:
+                decoded = await self.decode_final(seg.logits)
+            else:
+                decoded = self.tokenizer.decode(seg.ids.tolist())
+            if not decoded.text:
+                continue
+            if seg.arrived is not None:
+                STREAM_LATENCY.labels("final").observe(self.clock() - seg.arrived)
+            fs = self.frame_seconds
+            out.append(
+                Final(
+                    text=decoded.text,
+                    words=decode.words(decoded, fs, first_frame=seg.start),
+                    start=decode.seconds(seg.start, fs),
+                    end=decode.seconds(seg.end, fs),
+                )
             )
-        ]
+        return out
 
     def _partial_message(self) -> list[Message]:
         text = self.tokenizer.decode(np.concatenate([self._ids, self._tail]).tolist()).text
@@ -257,15 +296,16 @@ class Stream:
             return []
         self._partial = text
         covered = min(self.received, (self.done + len(self._tail)) * self.w.step)
-        self._observe("partial", self._covered)
+        arrived = self._arrived(self._covered)
+        if arrived is not None:
+            STREAM_LATENCY.labels("partial").observe(self.clock() - arrived)
         self._covered = covered
         return [Partial(text=text, start=decode.seconds(self.seg_start, self.frame_seconds))]
 
-    def _observe(self, kind: str, sample: int) -> None:
-        """Seconds since the given sample arrived (the oldest audio the message covers)."""
+    def _arrived(self, sample: int) -> float | None:
+        """When the given sample arrived (the oldest audio a message covers), if logged."""
         i = bisect.bisect_right(self._ends, max(0, sample))
-        if i < len(self._times):
-            STREAM_LATENCY.labels(kind).observe(self.clock() - self._times[i])
+        return self._times[i] if i < len(self._times) else None
 
 
 class LiveStream:

@@ -125,3 +125,30 @@ def test_predict_in_process_batches_windows_and_keeps_input_order(checkpoints, t
         audio = decode_audio(data, 16_000, max_seconds=60, min_samples=400)
         alone = engine.predict(audio.samples, audio.duration)
         assert line == {"file": path, **alone.model_dump(exclude_none=True)}
+
+
+DEMO_LM = Path(__file__).parents[1] / "service" / "models" / "demo-ctc" / "language_model"
+HELLO = str(Path(__file__).parents[1] / "examples" / "hello_world.wav")
+
+
+@pytest.mark.skipif(not DEMO_LM.is_dir(), reason="the demo model with its LM is not here")
+def test_decoding_flags(capsys):
+    """No flag: the demo model's beam+LM; --decoder greedy: the old greedy text; --hotwords."""
+    texts = []
+    for flags in ([], ["--decoder", "greedy"], ["--beam-width", "16", "--hotwords", "hallow"]):
+        assert cli.main(["predict", "--no-progress", "--device", "cpu", HELLO, *flags]) == 0
+        texts.append(json.loads(capsys.readouterr().out)["text"])
+    assert texts == ["HELLO WORLD", "HALLOW WORLD", "HALLOW WORLD"]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--beam-width", "0"], ["--alpha", "x"], ["--hotwords", "y" * 101], ["--decoder", "lm"]],
+)
+def test_bad_decoding_flags_exit_2_before_loading(flags, capsys):
+    try:  # files first: --hotwords takes every word after it
+        code = cli.main(["predict", HELLO, "--model", "/nonexistent/model", *flags])
+    except SystemExit as exc:  # argparse's own refusal (--decoder choices)
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and "error:" in err and "/nonexistent" not in err  # refused before loading

@@ -1,4 +1,4 @@
-"""The demo model with its LM (service/models/demo-ctc-lm) on the README's examples."""
+"""The demo model with its LM (service/models/demo-ctc) on the README's examples."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ EXPECTED = {
 @pytest.fixture(scope="module")
 def demo():
     model = load_model(str(MODELS / "demo-ctc"), device="cpu", dtype="float32")
-    return model, load_decoder(MODELS / "demo-ctc-lm")
+    return model, load_decoder(MODELS / "demo-ctc")
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

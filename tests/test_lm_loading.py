@@ -14,7 +14,7 @@ from service.lm import has_decoder, load_decoder
 from service.lm.alphabet import BLANK, SPACE, check_alphabet, labels_for
 from tests.lm_cases import alphabet_labels, tokenizer, write_decoder
 
-DEMO_LM = Path(service.__file__).parent / "models" / "demo-ctc-lm"
+DEMO_LM = Path(service.__file__).parent / "models" / "demo-ctc"
 
 
 def test_loads_alphabet_attrs_unigrams_and_arpa(tmp_path):

@@ -61,12 +61,12 @@ def reference():
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(plm.LanguageModel, "score", score)
-        yield BeamSearchDecoderCTC.load_from_dir(str(MODELS / "demo-ctc-lm"))
+        yield BeamSearchDecoderCTC.load_from_dir(str(MODELS / "demo-ctc"))
 
 
 @pytest.fixture(scope="module")
 def ours():
-    return load_decoder(MODELS / "demo-ctc-lm"), CTCTokenizer.from_dir(MODELS / "demo-ctc")
+    return load_decoder(MODELS / "demo-ctc"), CTCTokenizer.from_dir(MODELS / "demo-ctc")
 
 
 def test_random_logits(reference, ours):

@@ -88,8 +88,8 @@ def test_alphabet_matches_the_demo_tokenizer():
 
 
 def test_committed_demo_lm_is_what_build_lm_writes():
-    """service/models/demo-ctc-lm holds build_lm's layout: alphabet and attrs as written."""
-    committed = MODEL_DIR.parent / "demo-ctc-lm"
+    """service/models/demo-ctc holds build_lm's layout: alphabet and attrs as written."""
+    committed = MODEL_DIR
     assert json.loads((committed / "alphabet.json").read_text()) == build_lm.alphabet(MODEL_DIR)
     decoder = load_decoder(committed)
     assert decoder.lm is not None

@@ -196,7 +196,9 @@ def test_concurrent_streams_get_finals_that_match_offline(server, speech):
     ]
     duration = len(speech) / 16_000
     for (messages, code), ref in zip(results, [references[0], references[1], references[0]]):
-        assert code == 1000 and messages[0]["type"] == "ready" and messages[-1]["type"] == "end"
+        assert code == 1000 and messages[0]["type"] == "ready" and messages[-1]["type"] == "end", (
+            messages[-1]
+        )
         assert messages[-1]["duration"] == pytest.approx(duration, abs=1e-3)
         finals = finals_of(messages)
         assert finals, messages

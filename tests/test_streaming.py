@@ -167,3 +167,43 @@ async def test_silence_and_tiny_streams_give_no_finals():
     assert await run(make_stream(windowing()), np.zeros(48_000, np.float32), [999] * 40) == []
     assert await make_stream(windowing()).finish() == []
     assert await run(make_stream(windowing()), np.zeros(100, np.float32), []) == []
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_decode_final_gets_each_segments_own_logits(seed):
+    """With decode_final (the beam), each final is decoded from exactly its frames' logits."""
+    rng = random.Random(seed)
+    x = audio_of(speech(rng, rng.uniform(5, 20)))
+    seen: list[np.ndarray] = []
+
+    async def decode_final(logits: np.ndarray):
+        seen.append(logits)
+        return TOKENIZER.decode(logits.argmax(-1).tolist())
+
+    w = windowing(chunk=rng.randint(5, 60), lookahead=rng.randint(0, 30))
+    stream = make_stream(w, decode_final=decode_final)
+    messages = await run(stream, x, random_pieces(rng, len(x), 9000))
+    check_finals(messages, x)  # decoded from the logits, the greedy text is unchanged
+    whole = fake_logits(x)
+    finals = [m for m in messages if m["type"] == "final"]
+    by_start = {round(len(np.concatenate(seen[:i] or [whole[:0]])) * FRAME_S, 3): s
+                for i, s in enumerate(seen)}
+    for m in finals:
+        logits = by_start[m["start"]]
+        first = round(m["start"] / FRAME_S)
+        assert np.array_equal(logits, whole[first : first + len(logits)])
+        assert round(m["end"] / FRAME_S) == first + len(logits)
+
+
+async def test_decode_final_text_is_what_the_finals_say():
+    x = audio_of(speech(random.Random(7), 6))
+
+    async def shout(logits: np.ndarray):
+        decoded = TOKENIZER.decode(logits.argmax(-1).tolist())
+        return type(decoded)(decoded.text.upper() + "!", decoded.words)
+
+    messages = await run(make_stream(windowing(), decode_final=shout), x, [4000] * 30)
+    finals = [m for m in messages if m["type"] == "final"]
+    assert finals and all(m["text"].endswith("!") for m in finals)
+    partials = [m for m in messages if m["type"] == "partial"]
+    assert not any(m["text"].endswith("!") for m in partials)  # partials stay greedy

@@ -2,7 +2,7 @@
 layout (alphabet.json, language_model/{attrs.json, unigrams.txt, lm.arpa}).
 
     python -m training.build_lm                                   # -> training/runs/lm/
-    python -m training.build_lm --copy-to service/models/demo-ctc-lm
+    python -m training.build_lm --copy-to service/models/demo-ctc
 
 The training sentences are re-planned from training.data (a pure function of the seed and the
 shard names, no audio needed); the reserved sentences and every held-out sentence are excluded

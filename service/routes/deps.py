@@ -6,7 +6,7 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
@@ -23,8 +23,10 @@ from service.errors import (
     UnauthorizedError,
     UnsupportedMediaError,
 )
-from service.runtime import ServedModel
+from service.options import parse_options
+from service.runtime import ServedModel, TimedPrediction
 from service.sandbox import decode_isolated, decode_limits
+from service.schemas import Options
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,7 +90,12 @@ class Upload:
     """What a request carried: files by field name and the other fields as text."""
 
     files: dict[str, bytes]
-    fields: dict[str, str]
+    fields: dict[str, str]  # the last value of each field
+    repeated: dict[str, list[str]] = field(default_factory=dict)  # every value, in order
+
+    def values(self, *names: str) -> list[str]:
+        """Every value sent under any of these names (a field may repeat)."""
+        return [v for name in names for v in self.repeated.get(name, [])]
 
     def int_field(self, name: str, default: int, low: int, high: int) -> int:
         raw = self.fields.get(name)
@@ -121,6 +128,9 @@ async def read_upload(
     """Multipart form (files under file_fields) or the raw body as the first file field;
     text_files are fields that may also come as a file part (curl -F text=@words.txt)."""
     fields: dict[str, str] = dict(request.query_params)
+    repeated: dict[str, list[str]] = {}
+    for key, text in request.query_params.multi_items():
+        repeated.setdefault(key, []).append(text)
     files: dict[str, bytes] = {}
     ctype = request.headers.get("content-type", "").lower()
     if ctype.startswith("multipart/form-data"):
@@ -133,6 +143,7 @@ async def read_upload(
                     fields[key] = _utf8(key, await value.read())
             else:
                 fields[key] = value
+                repeated.setdefault(key, []).append(value)
     elif ctype.startswith(RAW_TYPES) or (not ctype and file_fields == ("file",)):
         files[file_fields[0]] = await request.body()
     elif ctype.startswith("application/x-www-form-urlencoded"):
@@ -152,7 +163,17 @@ async def read_upload(
             raise BadFieldError(
                 f"the request has no audio in the {name!r} field", code="missing_file"
             )
-    return Upload(files, fields)
+    return Upload(files, fields, repeated)
+
+
+def request_options(
+    upload: Upload, settings: Settings, hotwords: list[str] | None = None, top_k: int = 5
+) -> Options:
+    """top_k and the decoding fields (docs/api.md); hotwords from `hotwords` or `hotwords[]`
+    fields, repeated and/or comma-separated, unless given."""
+    if hotwords is None:
+        hotwords = upload.values("hotwords", "hotwords[]")
+    return parse_options(upload.fields, settings, hotwords, top_k=top_k)
 
 
 def _utf8(name: str, data: bytes) -> str:
@@ -215,6 +236,8 @@ async def _disconnected(request: Request) -> None:
 
 
 def record_timings(request: Request, timed: Timed[Any]) -> None:
-    """Echoed as x-queue-time / x-inference-time by the middleware."""
+    """Echoed as x-queue-time / x-inference-time / x-decode-time by the middleware."""
     request.state.queue_time = timed.queue_time
     request.state.inference_time = timed.inference_time
+    if isinstance(timed, TimedPrediction):  # x-decode-time: the transcript's decoding
+        request.state.decode_time = timed.decode_time

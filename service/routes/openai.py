@@ -10,8 +10,15 @@ Field by field (OpenAI's names, the `openai` package's TranscriptionVerbose type
   sends it); verbose_json; srt; vtt. Anything else (diarized_json too) is a 422.
 - `timestamp_granularities[]` (repeatable; `timestamp_granularities` too): word and/or segment,
   default segment; used by verbose_json only, as OpenAI does.
-- `language`, `prompt`, `temperature`, `include[]`, `chunking_strategy`: accepted and ignored:
-  greedy CTC has no prompt, no sampling and no language switch. `language` is echoed as
+- `prompt`: its words become hotwords of the beam search (Whisper reads a prompt as likely
+  vocabulary, names and spellings; a CTC beam can only lift words): words of letters, digits
+  and apostrophes, first occurrence kept, at most `max_hotwords` and none longer than
+  `max_hotword_chars` (the rest of a long prompt is dropped, not refused). A prompt selects
+  the beam decoder even on a model without an LM. Our own decoding fields (`decoder`,
+  `beam_width`, `alpha`, `beta`, `hotwords`, `hotword_weight`) are accepted too, checked as on
+  /v1/transcribe.
+- `language`, `temperature`, `include[]`, `chunking_strategy`: accepted and ignored: CTC has
+  no sampling and no language switch. `language` is echoed as
   verbose_json's `language` ("unknown" without it: a CTC checkpoint does not detect one).
   `temperature` must still be a number in [0, 1]. `stream=true` is a 422 (no SSE here; use the
   WebSocket /v1/stream).
@@ -35,18 +42,21 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from service.errors import BadFieldError, NotFoundError
 from service.openapi_docs import INFERENCE_ERRORS, error_responses
+from service.options import split_hotwords
 from service.routes.deps import (
     SettingsDep,
     decode,
     pick_model,
     read_upload,
     record_timings,
+    request_options,
     require_api_key,
     served_models,
     unless_disconnected,
 )
 from service.runtime import ServedModel
 from service.schemas import Prediction, Word
+from service.settings import Settings
 
 router = APIRouter(
     prefix="/v1",
@@ -211,6 +221,15 @@ def _options(fields: dict[str, str], granularities: list[str]) -> tuple[str, lis
     return response_format, granularities or ["segment"]
 
 
+PROMPT_WORD = re.compile(r"[\w']+")
+
+
+def prompt_hotwords(prompt: str, settings: Settings, room: int) -> list[str]:
+    """A prompt's distinct words that fit the hotword limits, at most `room` of them."""
+    words = [w for w in PROMPT_WORD.findall(prompt) if len(w) <= settings.max_hotword_chars]
+    return list(dict.fromkeys(words))[: max(0, room)]
+
+
 @router.post("/audio/transcriptions", openapi_extra=OPENAPI_BODY, response_model=None)
 async def transcriptions(request: Request, settings: SettingsDep) -> Response:
     """OpenAI's audio transcription API: json, text, verbose_json, srt or vtt."""
@@ -219,10 +238,15 @@ async def transcriptions(request: Request, settings: SettingsDep) -> Response:
     keys = ("timestamp_granularities[]", "timestamp_granularities")
     given = [str(g) for k in keys for g in request.query_params.getlist(k) + form.getlist(k)]
     response_format, granularities = _options(upload.fields, given)
+    hotwords = list(split_hotwords(upload.values("hotwords", "hotwords[]")))
+    room = settings.max_hotwords - len(hotwords)
+    hotwords += prompt_hotwords(upload.fields.get("prompt") or "", settings, room)
+    options = request_options(upload, settings, hotwords)
     model = _model(served_models(request), upload.fields.get("model", ""))
     audio = await decode(upload, "file", model, settings)
     # Like the other routes: a client that hangs up frees its windows before they compute.
-    timed = await unless_disconnected(request, model.predict(audio.samples, audio.duration))
+    work = model.predict(audio.samples, audio.duration, options)
+    timed = await unless_disconnected(request, work)
     record_timings(request, timed)
     language = upload.fields.get("language")
     response = render(timed.result, response_format, granularities, language)

@@ -15,11 +15,12 @@ from service.routes.deps import (
     pick_model,
     read_upload,
     record_timings,
+    request_options,
     require_api_key,
     served_models,
     unless_disconnected,
 )
-from service.schemas import ModelCard, Options, Prediction, VerifyResult
+from service.schemas import ModelCard, Prediction, VerifyResult
 
 router = APIRouter(
     prefix="/v1",
@@ -39,6 +40,12 @@ AUDIO_BODY = {
                         "file": {"type": "string", "format": "binary"},
                         "model": {"type": "string"},
                         "top_k": {"type": "integer"},
+                        "decoder": {"type": "string", "enum": ["greedy", "beam"]},
+                        "beam_width": {"type": "integer"},
+                        "alpha": {"type": "number"},
+                        "beta": {"type": "number"},
+                        "hotwords": {"type": "array", "items": {"type": "string"}},
+                        "hotword_weight": {"type": "number"},
                         "sample_rate": {"type": "integer"},
                         "encoding": {"type": "string"},
                     },
@@ -54,7 +61,8 @@ AUDIO_BODY = {
 async def _predict(request: Request, settings: SettingsDep, task: str) -> Prediction:
     upload = await read_upload(request)
     model = pick_model(served_models(request), upload.fields.get("model"), task)
-    options = Options(top_k=upload.int_field("top_k", 5, 1, 10_000))
+    top_k = upload.int_field("top_k", 5, 1, 10_000)
+    options = request_options(upload, settings, top_k=top_k)
     audio = await decode(upload, "file", model, settings)
     work = model.predict(audio.samples, audio.duration, options)
     timed = await unless_disconnected(request, work)

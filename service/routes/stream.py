@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -29,9 +29,10 @@ from service.errors import (
     UnavailableError,
 )
 from service.lifecycle import Lifecycle
+from service.options import parse_options
 from service.routes.deps import bearer_token, key_is_valid, pick_model
 from service.runtime import ServedModel
-from service.schemas import End, ErrorMessage, Ready, StreamMessage
+from service.schemas import End, ErrorMessage, Options, Ready, StreamMessage
 from service.settings import Settings
 from service.streaming import LiveStream, StreamStats
 
@@ -66,6 +67,7 @@ class StartRequest:
     encoding: str = "pcm_s16le"
     model: str | None = None
     interim_results: bool = True
+    options: Options = field(default_factory=Options)  # how finals are decoded
 
 
 def parse_control(text: str) -> dict[str, Any]:
@@ -79,8 +81,9 @@ def parse_control(text: str) -> dict[str, Any]:
     return message
 
 
-def parse_start(message: dict[str, Any]) -> StartRequest:
-    """Validate a start message's fields (unknown fields are ignored)."""
+def parse_start(message: dict[str, Any], settings: Settings | None = None) -> StartRequest:
+    """Validate a start message's fields (unknown fields are ignored); the decoding fields
+    (decoder, beam_width, alpha, beta, hotwords, hotword_weight) within the settings' limits."""
     rate = message.get("sample_rate", 16_000)
     if not isinstance(rate, int) or isinstance(rate, bool) or not MIN_RATE <= rate <= MAX_RATE:
         raise protocol_error(
@@ -97,7 +100,13 @@ def parse_start(message: dict[str, Any]) -> StartRequest:
     interim = message.get("interim_results", True)
     if not isinstance(interim, bool):
         raise protocol_error("invalid_field", "interim_results must be true or false")
-    return StartRequest(rate, encoding, model or None, interim)
+    hotwords = message.get("hotwords") or []
+    if isinstance(hotwords, str):
+        hotwords = [hotwords]
+    if not isinstance(hotwords, list):
+        raise protocol_error("invalid_hotwords", "hotwords must be a list of strings")
+    options = parse_options(message, settings or Settings(), hotwords)
+    return StartRequest(rate, encoding, model or None, interim, options)
 
 
 @router.websocket("/v1/stream")
@@ -171,7 +180,7 @@ class _Session:
                 return
             if control["type"] != "start":
                 raise protocol_error("invalid_message", 'the first text frame must be "start"')
-            start = parse_start(control)
+            start = parse_start(control, self.settings)
         else:
             start = StartRequest()
         await self._begin(start)
@@ -230,7 +239,9 @@ class _Session:
 
     async def _begin(self, start: StartRequest) -> None:
         model = pick_model(self.models, start.model, "transcribe")
-        self.live = model.open_stream(start.encoding, start.sample_rate, start.interim_results)
+        self.live = model.open_stream(
+            start.encoding, start.sample_rate, start.interim_results, start.options
+        )
         ready = Ready(model=model.name, sample_rate=start.sample_rate, encoding=start.encoding)
         await self._send([ready])
 

@@ -31,7 +31,8 @@ RENAMES = [
 PRETRAINING_ONLY = ("quantizer.", "project_hid.", "project_q.")
 # Weights that fuse_qkv copies into one tensor at load (see _read_safetensors).
 FUSED = re.compile(r"\.attention\.[qkv]_proj\.")
-HUB_FILES = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.md"]
+# *.arpa (with alphabet.json and language_model/*.json, *.txt): a ProcessorWithLM's decoder.
+HUB_FILES = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.md", "*.arpa"]
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+import soundfile as sf
 from starlette.testclient import TestClient
 
 from service.app import create_app
@@ -14,6 +15,8 @@ from service.errors import ServiceError
 from service.routes.stream import StartRequest, close_code, parse_control, parse_start
 from service.schemas import ErrorMessage
 from tests.api.helpers import RATE, settings_for
+from tests.api.test_decoding import EXAMPLES, HAVE_LM
+from tests.api.test_decoding import settings as demo_settings
 from tests.checkpoints import speech_like
 
 
@@ -50,6 +53,10 @@ def test_streamed_audio_is_counted_as_processed_audio(checkpoints):
         ('{"type": "start", "sample_rate": 12.5}', "invalid_sample_rate"),
         ('{"type": "start", "sample_rate": 100}', "invalid_sample_rate"),
         ('{"type": "start", "interim_results": "yes"}', "invalid_field"),
+        ('{"type": "start", "decoder": "lm"}', "invalid_decoder"),
+        ('{"type": "start", "beam_width": -2}', "invalid_beam_width"),
+        ('{"type": "start", "hotwords": 5}', "invalid_hotwords"),
+        ('{"type": "start", "hotwords": ["ok", 5]}', "invalid_hotwords"),
     ],
 )
 def test_bad_control_frames_are_policy_errors(text, code):
@@ -65,3 +72,39 @@ def test_start_defaults_match_the_contract():
         {"type": "start", "sample_rate": 44_100, "encoding": "pcm_f32le", "model": "m"}
     )
     assert (start.sample_rate, start.encoding, start.model) == (44_100, "pcm_f32le", "m")
+    start = parse_start({"type": "start", "decoder": "beam", "hotwords": "paris", "alpha": 1})
+    assert (start.options.decoder, start.options.hotwords, start.options.alpha) == (
+        "beam",
+        ("paris",),
+        1.0,
+    )
+
+
+def stream_text(client: TestClient, start: dict) -> str:
+    x, rate = sf.read(EXAMPLES / "hello_world.wav", dtype="float32")
+    pcm = (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
+    with client.websocket_connect("/v1/stream") as ws:
+        ws.send_json({"type": "start", "sample_rate": rate, **start})
+        assert ws.receive_json()["type"] == "ready"
+        for i in range(0, len(pcm), 8000):
+            ws.send_bytes(pcm[i : i + 8000])
+        ws.send_json({"type": "stop"})
+        finals = []
+        while (message := ws.receive_json())["type"] != "end":
+            if message["type"] == "final":
+                finals.append(message["text"])
+            else:
+                assert message["type"] == "partial", message
+    return " ".join(finals)
+
+
+@pytest.mark.skipif(not HAVE_LM, reason="the demo model with its LM is not here")
+def test_stream_finals_use_the_beam_as_asked():
+    """Start fields choose how finals are decoded (partials stay greedy)."""
+    with TestClient(create_app(demo_settings())) as client:
+        assert stream_text(client, {"decoder": "beam"}) == "HELLO WORLD"
+        assert stream_text(client, {"decoder": "greedy"}) == "HALLOW WORLD"
+        assert stream_text(client, {"hotwords": ["hallow"]}) == "HALLOW WORLD"
+        with client.websocket_connect("/v1/stream") as ws:
+            ws.send_json({"type": "start", "beam_width": 0})
+            assert ws.receive_json()["code"] == "invalid_beam_width"

@@ -1,0 +1,131 @@
+"""Transcript decoding over the API with the demo model, which ships its LM (issue 16): beam+LM
+by default, greedy on request, hotwords, the OpenAI prompt, limits, timing, the stream."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from service.settings import DEFAULT_MODEL_NAME, MODELS_DIR, Settings
+from tests.api.helpers import Served, assert_error, serve
+
+DEMO = MODELS_DIR / DEFAULT_MODEL_NAME
+EXAMPLES = Path(__file__).parents[2] / "examples"
+HAVE_LM = (DEMO / "language_model").is_dir()
+LM_TEXT = {"hello_world": "HELLO WORLD", "weather": "THE WEATHER IS NICE TODAY"}
+GREEDY_TEXT = {"hello_world": "HALLOW WORLD", "weather": "THE WETHER IS NICE TODAY"}
+
+
+def settings(**overrides: object) -> Settings:
+    values: dict = dict(model=[f"demo={DEMO}"], device="cpu", max_wait_ms=50, max_hotwords=5)
+    return Settings(**{**values, **overrides})
+
+
+def example(name: str) -> bytes:
+    return (EXAMPLES / f"{name}.wav").read_bytes()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def demo() -> AsyncIterator[Served]:
+    async with serve(settings()) as s:
+        yield s
+
+
+async def transcribe(demo: Served, name: str = "hello_world", **fields: object):
+    files = {"file": (f"{name}.wav", example(name), "audio/wav")}
+    return await demo.client.post("/v1/transcribe", files=files, data=fields)
+
+
+pytestmark = [
+    pytest.mark.skipif(not HAVE_LM, reason="the demo model with its LM is not here"),
+    pytest.mark.asyncio(loop_scope="module"),
+]
+
+
+async def test_the_card_says_the_model_decodes_with_its_lm(demo):
+    cards = (await demo.client.get("/v1/models")).json()["data"]
+    assert [c["decoder"] for c in cards] == ["beam+lm"]
+
+
+async def test_default_is_beam_with_the_lm(demo):
+    r = await transcribe(demo)
+    body = r.json()
+    assert r.status_code == 200 and body["text"] == "HELLO WORLD"
+    assert [w["word"] for w in body["words"]] == ["HELLO", "WORLD"]
+    assert 0 <= body["words"][0]["start"] < body["words"][0]["end"] <= body["words"][1]["start"]
+    assert 0 < float(r.headers["x-decode-time"]) <= float(r.headers["x-total-time"])
+
+
+async def test_greedy_on_request_gives_the_old_text(demo):
+    r = await transcribe(demo, decoder="greedy")
+    assert r.json()["text"] == "HALLOW WORLD"
+    assert float(r.headers["x-decode-time"]) >= 0  # greedy's time counts too
+    files = {"file": ("hello_world.wav", example("hello_world"), "audio/wav")}
+    by_query = await demo.client.post("/v1/transcribe?decoder=greedy", files=files)
+    assert by_query.json()["text"] == "HALLOW WORLD"
+
+
+async def test_beam_without_the_lm_weight_spells_like_greedy(demo):
+    r = await transcribe(demo, "weather", decoder="beam", alpha=0, beta=0)
+    assert r.json()["text"] == GREEDY_TEXT["weather"]
+
+
+async def test_hotwords_lift_a_word(demo):
+    # In the vocabulary's case or not: the search spells upper case.
+    r = await transcribe(demo, hotwords="hallow")
+    assert r.json()["text"] == "HALLOW WORLD"
+    r = await transcribe(demo, "weather", alpha=0, beta=0, hotwords=["HELLO", "weather"])
+    assert r.json()["text"] == "THE WEATHER IS NICE TODAY"
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"beam_width": "-1"}, "invalid_beam_width"),
+        ({"beam_width": "100000"}, "invalid_beam_width"),
+        ({"decoder": "lm"}, "invalid_decoder"),
+        ({"hotwords": ",".join(f"w{i}" for i in range(6))}, "too_many_hotwords"),  # setting: 5
+        ({"hotwords": "x" * 1_000_000}, "hotword_too_long"),
+        ({"alpha": "nan"}, "invalid_field"),
+    ],
+)
+async def test_bad_values_are_422_with_their_code(demo, fields, code):
+    assert_error(await transcribe(demo, **fields), 422, code)
+
+
+async def test_openai_prompt_words_become_hotwords(demo):
+    files = {"file": ("hello_world.wav", example("hello_world"), "audio/wav")}
+    plain = await demo.client.post("/v1/audio/transcriptions", files=files, data={"model": ""})
+    assert plain.json()["text"] == "HELLO WORLD"
+    # A long prompt is not refused: its first max_hotwords distinct words are used.
+    prompt = "Hallow, hallow there! " + " ".join(f"w{i}" for i in range(20))
+    data = {"model": "whisper-1", "prompt": prompt}
+    prompted = await demo.client.post("/v1/audio/transcriptions", files=files, data=data)
+    assert prompted.status_code == 200 and prompted.json()["text"] == "HALLOW WORLD"
+    data = {"model": "whisper-1", "decoder": "greedy"}
+    greedy = await demo.client.post("/v1/audio/transcriptions", files=files, data=data)
+    assert greedy.json()["text"] == "HALLOW WORLD"
+    data = {"model": "whisper-1", "beam_width": "0"}
+    bad = await demo.client.post("/v1/audio/transcriptions", files=files, data=data)
+    assert_error(bad, 422, "invalid_beam_width")
+
+
+async def test_beam_decoding_is_batch_invariant(demo):
+    alone = [(await transcribe(demo, n)).json() for n in ("hello_world", "weather")]
+    together = await asyncio.gather(*(transcribe(demo, n) for n in ("hello_world", "weather")))
+    assert [r.json() for r in together] == alone
+    assert [a["text"] for a in alone] == [LM_TEXT["hello_world"], LM_TEXT["weather"]]
+
+
+async def test_decode_time_is_a_metric_by_decoder(demo):
+    await transcribe(demo, decoder="greedy")
+    text = (await demo.client.get("/metrics")).text
+    for kind in ("beam", "greedy"):
+        pattern = rf'^w2v_decode_duration_seconds_count{{decoder="{kind}",model="demo"}} (\S+)$'
+        found = re.search(pattern, text, re.M)
+        assert found and float(found.group(1)) >= 1, kind
