@@ -98,8 +98,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClientDisconnect)
     async def client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
         # The client hung up mid-upload: its doing, not a server error (counted as 499).
-        return error_response(ServiceError("the client closed the request", code="client_closed",
-                                           status=499))
+        return error_response(
+            ServiceError("the client closed the request", code="client_closed", status=499)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -119,12 +119,17 @@ TASK_DEFAULTS = {"classify": "demo-commands", "embed": "demo-speakers", "frames"
 
 def default_model_specs(task: str | None = None) -> list[tuple[str, str]]:
     """The embedded demo models present in the package; with `task`, only the one for it."""
-    specs = [(name, str(MODELS_DIR / name)) for name in DEFAULT_MODEL_NAMES
-             if (MODELS_DIR / name / "config.json").is_file()]
+    specs = [
+        (name, str(MODELS_DIR / name))
+        for name in DEFAULT_MODEL_NAMES
+        if (MODELS_DIR / name / "config.json").is_file()
+    ]
     if task is None:
         return specs
     wanted = TASK_DEFAULTS.get(task, DEFAULT_MODEL_NAME)
     return [s for s in specs if s[0] == wanted] or specs[:1]
+
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 

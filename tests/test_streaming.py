@@ -186,8 +186,10 @@ async def test_decode_final_gets_each_segments_own_logits(seed):
     check_finals(messages, x)  # decoded from the logits, the greedy text is unchanged
     whole = fake_logits(x)
     finals = [m for m in messages if m["type"] == "final"]
-    by_start = {round(len(np.concatenate(seen[:i] or [whole[:0]])) * FRAME_S, 3): s
-                for i, s in enumerate(seen)}
+    by_start = {
+        round(len(np.concatenate(seen[:i] or [whole[:0]])) * FRAME_S, 3): s
+        for i, s in enumerate(seen)
+    }
     for m in finals:
         logits = by_start[m["start"]]
         first = round(m["start"] / FRAME_S)

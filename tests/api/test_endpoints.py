@@ -157,7 +157,10 @@ async def test_models_health_metrics_docs(served):
     assert all(c["sampling_rate"] == RATE for c in cards.values())
     # No alphabet.json / language_model/: greedy; other tasks have no decoder.
     assert {n: c.get("decoder") for n, c in cards.items()} == {
-        "asr": "greedy", "cls": None, "frm": None, "xv": None
+        "asr": "greedy",
+        "cls": None,
+        "frm": None,
+        "xv": None,
     }
     r = await served.client.get("/healthz")
     assert r.status_code == 200 and "x-total-time" in r.headers
