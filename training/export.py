@@ -177,18 +177,17 @@ def model_card(h: dict[str, Any]) -> str:
             "transcripts changed.",
         ]
     if h.get("longform"):
-        lf = h["longform"]
-        lines += [
-            "",
-            "## Long recordings with pauses (greedy)",
-            "",
-            f"{lf['recordings']} recordings of held-out natural sentences joined by "
-            f"{lf['pauses_s'][0]:.1f}-{lf['pauses_s'][1]:.1f} s pauses ({lf['sentences']} "
-            f"sentences, {lf['seconds']:.0f} s in all, each >= 60 s), transcribed whole "
-            "through the service's long-audio path: WER "
-            f"{_pct(lf['wer_long'])}, against {_pct(lf['wer_alone'])} for the same "
-            "sentences sent one by one (`python -m training.longform --write`).",
-        ]
+        lines += ["", "## Long recordings with pauses", ""]
+        for decoder, lf in h["longform"].items():
+            lines.append(
+                f"- {decoder}: {lf['recordings']} recordings of held-out natural sentences joined "
+                f"by {lf['pauses_s'][0]:.1f}-{lf['pauses_s'][1]:.1f} s pauses "
+                f"({lf['sentences']} sentences, {lf['seconds']:.0f} s in all, each >= 60 s), "
+                "transcribed whole through the service's long-audio path: WER "
+                f"{_pct(lf['wer_long'])}, against {_pct(lf['wer_alone'])} for the same sentences "
+                "sent one by one."
+            )
+        lines += ["", "Command: `python -m training.longform --write [--decoder beam]`."]
     if h.get("lexicon"):
         lx = h["lexicon"]
         lines += [
