@@ -188,6 +188,27 @@ def model_card(h: dict[str, Any]) -> str:
                 "sent one by one."
             )
         lines += ["", "Command: `python -m training.longform --write [--decoder beam]`."]
+    if h.get("decoders"):
+        dec = h["decoders"]
+        lines += [
+            "",
+            "## Greedy vs beam vs beam + LM (the service's decoders)",
+            "",
+            dec.get("description", ""),
+            "",
+            "| held-out set | utterances | greedy CER / WER | beam CER / WER "
+            "| beam + LM CER / WER |",
+            "|---|---|---|---|---|",
+        ]
+        for name, r in dec["results"].items():
+            lines.append(
+                f"| {name} | {r['n']} | "
+                + " | ".join(
+                    f"{_pct(r[k]['cer'])} / {_pct(r[k]['wer'])}"
+                    for k in ("greedy", "beam", "beam+lm")
+                )
+                + " |"
+            )
     if h.get("lexicon"):
         lx = h["lexicon"]
         lines += [
@@ -209,7 +230,10 @@ def model_card(h: dict[str, Any]) -> str:
                 )
                 + " |"
             )
-        lines += ["", "The service decodes greedily; this decoder is a measurement only."]
+        lines += [
+            "",
+            "This lexicon decoder is a measurement only; the service's decoders are in the table above.",
+        ]
     lines += ["", "## Recipe", "", *h.get("recipe", []), ""]
     if data:
         lines += ["## Data", "", *data.get("description", []), ""]
