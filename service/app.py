@@ -15,11 +15,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from service import __version__, sandbox
+from service.build import build_models
 from service.errors import ServiceError
 from service.lifecycle import Lifecycle
 from service.middleware import RequestMiddleware
 from service.routes import align, health, openai, page, predict, stream
-from service.runtime import build_models
 from service.settings import Settings
 from service.streaming import StreamStats
 

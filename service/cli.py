@@ -148,7 +148,7 @@ def serve(settings: Settings) -> int:
 def predict(settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from service.runtime import build_model
+    from service.build import build_model
 
     # No --model: the embedded demo model for the task (the classifier for --task classify).
     specs = settings.model_specs() if settings.model else default_model_specs(args.task)

@@ -1,4 +1,4 @@
-"""One served model: what the routes and the CLI see of it, and the one function that builds it.
+"""One served model: what the routes and the CLI see of it (service/build.py builds it).
 
 A `ServedModel` has a name, task, sampling rate, minimum length and card, answers `predict`
 (one clip through the shared batcher, windows and all), `predict_now` (clips without a queue,
@@ -28,12 +28,11 @@ from service.cost import fill_batches
 from service.decoding import BEAM, DecodePool, beam_options
 from service.engine import DEFAULT_OPTIONS, Engine, Window
 from service.errors import BadFieldError, ModelError, ServiceError, UnavailableError
-from service.lm import Decoder, beam_decode, has_decoder, load_decoder
-from service.lm.alphabet import check_alphabet, labels_for
+from service.lm import Decoder, beam_decode
 from service.schemas import ModelCard, Options, Prediction
 from service.settings import Settings
 from service.streaming import LiveStream, Stream, windowing_for
-from service.wav2vec2.loading import LoadedModel, load_model, resolve
+from service.wav2vec2.loading import LoadedModel
 from service.wav2vec2.tokenizer import Decoded
 
 log = logging.getLogger(__name__)
@@ -393,53 +392,3 @@ class ServedModel:
             decode_final=decode_final if self._beam(options) else None,
         )
         return LiveStream(stream, pcm, metrics.AUDIO_SECONDS.labels(self.name).inc)
-
-
-def build_model(
-    settings: Settings, name: str, source: str, task: str = "auto", warmup: bool = True
-) -> ServedModel:
-    """Load a checkpoint and wrap it: how the app and the CLI get a ServedModel."""
-    loaded = load_model(
-        source,
-        name=name,
-        task=task,
-        device=settings.device,
-        dtype=settings.dtype,
-        attention=settings.attention,
-    )
-    decoder = _decoder(loaded, source)
-    served = ServedModel(loaded, settings, decoder)
-    if warmup:
-        served.warmup()
-    log.info(
-        "loaded %s (%s) from %s on %s/%s, attention %s, decoder %s",
-        name,
-        served.task,
-        source,
-        loaded.device,
-        loaded.dtype,
-        served.attention,
-        served.card().decoder,
-    )
-    return served
-
-
-def _decoder(loaded: LoadedModel, source: str) -> Decoder | None:
-    """The checkpoint's ProcessorWithLM layout (alphabet.json, language_model/), if it has one;
-    its alphabet is checked against the tokenizer now, not on the first request."""
-    if loaded.tokenizer is None or not has_decoder(path := resolve(source)):
-        return None
-    decoder = load_decoder(path)
-    vocab_size = loaded.config.vocab_size or 0
-    check_alphabet(decoder.alphabet, labels_for(loaded.tokenizer, vocab_size))
-    return decoder
-
-
-def build_models(settings: Settings) -> dict[str, ServedModel]:
-    """Every --model, warmed up; names must be unique."""
-    models: dict[str, ServedModel] = {}
-    for name, source in settings.model_specs():
-        if name in models:
-            raise ServiceError(f"two models are named {name!r}; use NAME=PATH to tell them apart")
-        models[name] = build_model(settings, name, source)
-    return models

@@ -86,7 +86,7 @@ def test_transcribes_unseen_espeak_sentences(demo: LoadedModel) -> None:
 def test_hello_world() -> None:
     """Served as it ships (its LM decodes by default; greedy alone spells 'HALLOW WORLD')."""
     from service.audio import Audio
-    from service.runtime import build_model
+    from service.build import build_model
     from service.settings import Settings
 
     served = build_model(Settings(device="cpu"), "demo-ctc", str(MODEL_DIR), warmup=False)

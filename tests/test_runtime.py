@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 from service.audio import Audio
+from service.build import build_model
 from service.errors import ModelError
-from service.runtime import build_model
 from service.schemas import Options
 from service.settings import Settings
 from tests.checkpoints import speech_like

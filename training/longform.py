@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from service.audio import Audio
-from service.runtime import build_model
+from service.build import build_model
 from service.schemas import Options
 from service.settings import Settings
 from training import export
