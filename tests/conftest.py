@@ -2,7 +2,10 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -59,3 +62,24 @@ def wait_ready(base: str, proc: subprocess.Popen, log: Path, timeout: float) -> 
             proc.kill()
             pytest.fail(f"server not ready in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
+
+
+@contextmanager
+def served(
+    args: list[str], log: Path, timeout: float = 120
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`python -m service serve ARGS` on a free loopback port, ready; killed on exit."""
+    port = free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve", *args, "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(base, proc, log, timeout)
+            yield base, proc
+        finally:
+            proc.kill()
+            proc.wait()

@@ -5,14 +5,13 @@ alive and ready afterwards (issue 20)."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import free_port, require_tool, wait_ready
+from tests.conftest import require_tool, served
 from tools.hostile_audio import build
 
 pytestmark = pytest.mark.slow
@@ -32,30 +31,10 @@ def corpus(tmp_path_factory) -> tuple[Path, dict[str, dict[str, object]]]:
 
 @pytest.fixture(scope="module")
 def server(checkpoints, tmp_path_factory) -> Iterator[tuple[str, subprocess.Popen]]:
-    port = free_port()
     log = tmp_path_factory.mktemp("hostile-log") / "server.log"
-    args = [
-        "serve",
-        "--model",
-        f"asr={checkpoints('ctc-group')}",
-        "--port",
-        str(port),
-        "--device",
-        "cpu",
-        "--max-audio-seconds",
-        str(MAX_SECONDS),
-    ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service", *args], stdout=out, stderr=subprocess.STDOUT
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(base, proc, log, 120)
-            yield base, proc
-        finally:
-            proc.kill()
-            proc.wait()
+    args = ["--model", f"asr={checkpoints('ctc-group')}", "--device", "cpu"]
+    with served([*args, "--max-audio-seconds", str(MAX_SECONDS)], log) as (base, proc):
+        yield base, proc
     # A decoder crash is logged as a warning; nothing in the server itself may fail.
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
 

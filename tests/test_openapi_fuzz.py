@@ -3,8 +3,6 @@ content type and body is the one the OpenAPI document declares (issue 20)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -18,7 +16,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-from tests.conftest import free_port, wait_ready  # noqa: E402
+from tests.conftest import served  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CHECKS = [
@@ -31,30 +29,10 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def base_url(checkpoints, tmp_path_factory) -> Iterator[str]:
-    port = free_port()
     log = tmp_path_factory.mktemp("fuzz") / "server.log"
-    args = [
-        "serve",
-        "--model",
-        f"asr={checkpoints('ctc-group')}",
-        "--port",
-        str(port),
-        "--device",
-        "cpu",
-        "--max-audio-seconds",
-        "20",
-    ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service", *args], stdout=out, stderr=subprocess.STDOUT
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(base, proc, log, 120)
-            yield base
-        finally:
-            proc.kill()
-            proc.wait()
+    args = ["--model", f"asr={checkpoints('ctc-group')}", "--device", "cpu"]
+    with served([*args, "--max-audio-seconds", "20"], log) as (base, proc):
+        yield base
 
 
 # schemathesis' pytest plugin (from_fixture) fails on this pytest; drive hypothesis directly.
