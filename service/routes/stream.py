@@ -257,7 +257,9 @@ class _Session:
         assert self.live is not None
         return await self._unless_aborted(self.live.finish())
 
-    async def _unless_aborted(self, work: Awaitable[list[StreamMessage]]) -> list[StreamMessage]:
+    async def _unless_aborted(
+        self, work: Awaitable[Sequence[StreamMessage]]
+    ) -> Sequence[StreamMessage]:
         """`work`'s messages; if the drain times out first, the work is dropped, the finals of
         what the model has computed are sent, and the stream closes 1012 (issue 20: uvicorn's
         shutdown closed it 1012 without them)."""
