@@ -1,16 +1,20 @@
-"""glibc malloc settings for a long-running server, set in-process before its threads start.
+"""glibc malloc for a long-running server: two arenas, and free pages given back while it runs.
 
 Issue 20's soak: RSS went from 445 MB to 2 GB and stayed there when idle. mallinfo2 during a
 shortened soak here showed no leak: bytes in use stayed at 180-210 MB while free bytes held
 inside the arenas grew from 134 to 525 MB (RSS 610 -> 1,008 MB, idle 984 MB). glibc raises its
 mmap threshold each time a large block is freed (up to 32 MiB), so after warm-up the request
-buffers and activation tensors (1-30 MB) are carved from per-thread arenas, where a freed
-block stays part of the RSS and fragments them. A fixed threshold keeps blocks of 1 MiB and
-more in their own mappings, returned to the kernel when freed; two arenas bound the per-thread
-heaps. BENCHMARKS.md ("Memory soak") has the before/after.
+buffers and activation tensors are carved from per-thread arenas (13 of them here), where a
+freed block stays resident and fragments the heap.
 
-A MALLOC_MMAP_THRESHOLD_ or MALLOC_ARENA_MAX set in the environment wins (glibc reads those at
-start-up). On a libc without mallopt (musl, macOS) nothing changes.
+Two remedies were measured (BENCHMARKS.md, "Memory soak"): a fixed 1 MiB mmap threshold kept
+RSS flat but cost ~60% more CPU per forward pass (every tensor a fresh mapping, its pages
+faulted in again); what `serve` does instead is cap the arenas at two and return the free
+pages of every arena to the kernel (malloc_trim) every TRIM_INTERVAL_S from a daemon thread,
+which costs a few milliseconds each time and nothing per allocation.
+
+A MALLOC_ARENA_MAX set in the environment wins (glibc reads it at start-up). On a libc without
+mallopt/malloc_trim (musl, macOS) nothing changes.
 """
 
 from __future__ import annotations
@@ -19,30 +23,46 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import threading
+import time
+from typing import Any
 
 log = logging.getLogger(__name__)
 
-# mallopt parameters (glibc malloc.h)
-M_MMAP_THRESHOLD = -3
-M_ARENA_MAX = -8
-MMAP_THRESHOLD = 1 << 20  # bytes: audio arrays and activation tensors are larger
+M_ARENA_MAX = -8  # mallopt parameter (glibc malloc.h)
 ARENA_MAX = 2
-ENV = {M_MMAP_THRESHOLD: "MALLOC_MMAP_THRESHOLD_", M_ARENA_MAX: "MALLOC_ARENA_MAX"}
+TRIM_INTERVAL_S = 5.0
 
 
-def configure(settings: dict[int, int] | None = None) -> dict[str, int]:
-    """Apply the server's mallopt settings; returns what was set, by environment name."""
-    wanted = settings or {M_MMAP_THRESHOLD: MMAP_THRESHOLD, M_ARENA_MAX: ARENA_MAX}
+def _libc() -> Any | None:
     try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
     except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def configure(interval: float = TRIM_INTERVAL_S) -> dict[str, object]:
+    """Cap the arenas and start the trimming thread (call before the server's threads start);
+    returns what was set."""
+    libc = _libc()
+    if libc is None:
         return {}
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    applied = {}
-    for param, value in wanted.items():
-        if ENV[param] in os.environ:
-            continue
-        if mallopt(param, value) == 1:
-            applied[ENV[param]] = value
+    applied: dict[str, object] = {}
+    if "MALLOC_ARENA_MAX" not in os.environ and libc.mallopt(M_ARENA_MAX, ARENA_MAX) == 1:
+        applied["MALLOC_ARENA_MAX"] = ARENA_MAX
+    thread = threading.Thread(
+        target=_trim_every, args=(libc, interval), name="malloc-trim", daemon=True
+    )
+    thread.start()
+    applied["trim_interval_s"] = interval
     log.debug("malloc settings: %s", applied)
     return applied
+
+
+def _trim_every(libc: Any, interval: float) -> None:
+    while True:
+        time.sleep(interval)
+        libc.malloc_trim(0)

@@ -1,4 +1,4 @@
-"""service/allocator.py: the malloc settings serve applies, and the environment's precedence."""
+"""service/allocator.py: free arena pages go back to the kernel; the environment's precedence."""
 
 from __future__ import annotations
 
@@ -11,27 +11,29 @@ import sys
 import pytest
 
 pytestmark = pytest.mark.skipif(
-    platform.libc_ver()[0] != "glibc", reason="mallopt parameters are glibc's"
+    platform.libc_ver()[0] != "glibc", reason="mallopt and malloc_trim are glibc's"
 )
 
+# 200 blocks of 1 MiB written and freed, but for the last one, which pins the top of the heap
+# (so glibc's own top-of-heap trimming at free cannot give any of them back).
 PROBE = """
-import ctypes, json, sys
+import ctypes, json, sys, time
 from service import allocator
-applied = allocator.configure() if sys.argv[1] == "configure" else {}
-# A 4 MiB block: below glibc's dynamic threshold once it has risen, above the fixed 1 MiB.
 libc = ctypes.CDLL("libc.so.6")
-class MI(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in
-                ("arena","ordblks","smblks","hblks","hblkhd","usmblks","fsmblks","uordblks",
-                 "fordblks","keepcost")]
-libc.mallinfo2.restype = MI
 libc.malloc.restype = ctypes.c_void_p
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 >> 20
+applied = allocator.configure(interval=0.2) if sys.argv[1] == "configure" else {}
 libc.free(ctypes.c_void_p(libc.malloc(16 << 20)))  # glibc: freeing a mapping raises the threshold
-before = libc.mallinfo2().hblks
-block = libc.malloc(4 << 20)
-mapped = libc.mallinfo2().hblks - before
-libc.free(ctypes.c_void_p(block))
-print(json.dumps({"applied": applied, "mapped": mapped}))
+blocks = [libc.malloc(1 << 20) for _ in range(200)]
+for b in blocks:
+    ctypes.memset(b, 1, 1 << 20)
+held = rss()
+for b in blocks[:-1]:
+    libc.free(ctypes.c_void_p(b))
+freed = rss()
+time.sleep(1.0)  # the trimming thread's turn, when started
+print(json.dumps({"applied": applied, "held": held, "freed": freed, "later": rss()}))
 """
 
 
@@ -46,17 +48,17 @@ def probe(mode: str, **env: str) -> dict:
     return json.loads(out.stdout)
 
 
-def test_serve_settings_keep_big_blocks_in_their_own_mappings():
-    result = probe("configure")
-    assert result["applied"] == {"MALLOC_MMAP_THRESHOLD_": 1 << 20, "MALLOC_ARENA_MAX": 2}
-    assert result["mapped"] == 1  # the 4 MiB block is a mapping, returned to the OS on free
+def test_freed_blocks_stay_resident_without_trimming():
+    r = probe("default")
+    assert r["later"] > r["held"] - 20  # what grew the soak's RSS: free, yet resident
 
 
-def test_glibc_alone_raises_its_threshold_and_keeps_the_block_in_the_heap():
-    assert probe("default")["mapped"] == 0  # what grew the soak's arenas
+def test_the_trimming_thread_gives_free_pages_back():
+    r = probe("configure")
+    assert r["applied"] == {"MALLOC_ARENA_MAX": 2, "trim_interval_s": 0.2}
+    assert r["freed"] > r["held"] - 20  # free() alone kept them
+    assert r["later"] < r["held"] - 150  # the trim returned them
 
 
-def test_a_setting_in_the_environment_wins():
-    result = probe("configure", MALLOC_MMAP_THRESHOLD_=str(32 << 20))
-    assert result["applied"] == {"MALLOC_ARENA_MAX": 2}
-    assert result["mapped"] == 0
+def test_an_arena_limit_in_the_environment_wins():
+    assert probe("configure", MALLOC_ARENA_MAX="4")["applied"] == {"trim_interval_s": 0.2}
