@@ -1,17 +1,21 @@
 """What the server's malloc settings (service/allocator.py) cost in forward passes, paired.
 
     python benchmarks/bench_malloc.py [--pairs 3] [--rounds 5]
+                                      [--env MALLOC_MMAP_THRESHOLD_=1048576]
 
 Each side runs in a fresh process (the settings are process-wide): demo-ctc, a warm-up, then
 `--rounds` rounds of forward passes over clips of 1-20 s in batches as the server forms them;
 CPU seconds (user + sys: page faults of fresh mappings are sys time) and wall seconds per round,
-and RSS after. Sides alternate A/B/B/A... so a noisy neighbour slows both alike.
+and RSS after. Sides: glibc's defaults, serve's settings (allocator.configure) and, with
+`--env`, glibc's defaults under that environment (an alternative); their order is reversed
+every other repeat, so a noisy neighbour slows every side alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -25,7 +29,7 @@ CHILD = """
 import json, resource, sys, time
 import numpy as np, torch
 from service import allocator
-if sys.argv[1] == "configured":
+if sys.argv[1] == "serve":
     allocator.configure()
 from service.wav2vec2.loading import load_model
 torch.set_num_threads(1)
@@ -52,15 +56,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pairs", type=int, default=3)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--env", nargs="*", default=[], help="KEY=VALUE: a third side")
     args = p.parse_args()
     model = str(ROOT / "service" / "models" / "demo-ctc")
-    runs: dict[str, list[dict]] = {"default": [], "configured": []}
+    sides = {"default": {}, "serve": {}}
+    if args.env:
+        sides[" ".join(args.env)] = dict(kv.split("=", 1) for kv in args.env)
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
     for i in range(args.pairs):
-        order = ["default", "configured"] if i % 2 == 0 else ["configured", "default"]
-        for side in order:
+        for side in list(sides)[:: 1 if i % 2 == 0 else -1]:
             out = subprocess.run(
                 [sys.executable, "-c", CHILD, side, model, str(args.rounds)],
                 cwd=ROOT,
+                env={**os.environ, **sides[side]},
                 capture_output=True,
                 text=True,
                 check=True,
