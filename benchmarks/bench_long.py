@@ -1,10 +1,11 @@
 """Long uploads through a real server: time, status and peak memory for 10 and 60 minutes.
 
-    python benchmarks/bench_long.py [--minutes 10 60] [--out long.json]
+    python benchmarks/bench_long.py [--minutes 10 60] [--decoder greedy] [--out long.json]
 
 Each length runs on a fresh `serve` of demo-ctc alone, so the process's peak RSS (VmHWM) is
 that request's. The audio is a 16 kHz mono FLAC of a pitched tone in noise (the compute and
-the memory do not depend on what is said); POST /v1/transcribe, default decoder (beam+LM).
+the memory do not depend on what is said); POST /v1/transcribe with `--decoder` (default:
+the model's, beam+LM).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def status_kb(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
-def one(minutes: float, log: Path) -> dict:
+def one(minutes: float, log: Path, decoder: str | None) -> dict:
     body = flac(minutes)
     server = Server(MODEL, ["--device", "cpu"], log)
     with server as url:
@@ -58,6 +59,7 @@ def one(minutes: float, log: Path) -> dict:
             url + "/v1/transcribe",
             content=body,
             headers={"content-type": "audio/flac"},
+            params={"decoder": decoder} if decoder else None,
             timeout=None,
         )
         wall = time.perf_counter() - started
@@ -65,6 +67,7 @@ def one(minutes: float, log: Path) -> dict:
     answer = r.json()
     return {
         "minutes": minutes,
+        "decoder": decoder or "default",
         "upload_mb": round(len(body) / 2**20, 1),
         "status": r.status_code,
         "error": answer.get("error"),
@@ -82,10 +85,11 @@ def one(minutes: float, log: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, nargs="+", default=[10.0, 60.0])
+    p.add_argument("--decoder", choices=["greedy", "beam"])
     p.add_argument("--out", default="long.json")
     args = p.parse_args()
     out = Path(args.out)
-    rows = [one(m, out.with_suffix(f".{m:g}min.log")) for m in args.minutes]
+    rows = [one(m, out.with_suffix(f".{m:g}min.log"), args.decoder) for m in args.minutes]
     report = {"command": " ".join(sys.argv), "runs": rows}
     report["load_average"] = Path("/proc/loadavg").read_text().split()[:3]
     out.write_text(json.dumps(report, indent=1))
