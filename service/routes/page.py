@@ -1,4 +1,5 @@
-"""GET /: the browser page (microphone streaming and file upload); its scripts under /static."""
+"""GET /: the browser page (microphone streaming; a file's words on its waveform); its scripts
+under /static."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 # The files the page needs, by name; nothing else under static/ is served.
 FILES = {
     "app.js": "text/javascript",
+    "file.js": "text/javascript",
     "pcm-worklet.js": "text/javascript",
     "style.css": "text/css",
 }
@@ -20,7 +22,7 @@ FILES = {
 
 @router.get("/")
 async def index() -> FileResponse:
-    """The page: live microphone transcription and file upload."""
+    """The page: live microphone transcription; a file transcribed or aligned, on its waveform."""
     return FileResponse(STATIC / "index.html", media_type="text/html")
 
 
