@@ -100,23 +100,27 @@ async function choose() {
   delete $("wave").dataset.duration;
   $("transcribe").disabled = $("align").disabled = false;
   $("track").hidden = false;
+  clip = { file, samples: new Float32Array(0), duration: null };
+  let decoded;
   try {
-    clip = { file, ...(await decode(file)) };
-    drawWave($("wave"), clip.samples);
-    $("wave").dataset.duration = clip.duration;
-    setStatus(`${clip.duration.toFixed(2)} s`);
+    decoded = await decode(file);
   } catch (err) {
     // The service reads more formats than the browser: words still show, on a blank track.
-    clip = { file, samples: new Float32Array(0), duration: null };
     drawWave($("wave"), clip.samples);
     setStatus(`no waveform: the browser cannot decode this file (${err.message || err})`);
+    return;
   }
+  if (clip.file !== file) return; // another file was chosen meanwhile
+  clip = { file, ...decoded };
+  drawWave($("wave"), clip.samples);
+  $("wave").dataset.duration = clip.duration;
+  setStatus(`${clip.duration.toFixed(2)} s`);
 }
 
 async function request(task) {
-  if (!clip) return;
+  const asked = clip;
   const form = new FormData();
-  form.append("file", clip.file);
+  form.append("file", asked.file);
   if (task === "align") {
     const text = $("align-text").value;
     if (!text.trim()) {
@@ -129,6 +133,7 @@ async function request(task) {
   setStatus(task === "align" ? "aligning…" : "transcribing…");
   const response = await fetch(`/v1/${task}`, { method: "POST", body: form });
   const body = await response.json();
+  if (clip.file !== asked.file) return; // the answer is for a file no longer shown
   if (!response.ok) {
     setStatus(`error: ${body.error ? body.error.message : response.status}`);
     return;
@@ -138,12 +143,21 @@ async function request(task) {
   setStatus(`${body.words.length} words in ${body.duration.toFixed(2)} s`);
 }
 
+async function run(task) {
+  if (!clip) return;
+  const buttons = [$("transcribe"), $("align")];
+  buttons.forEach((b) => (b.disabled = true)); // one request at a time
+  try {
+    await request(task);
+  } catch (err) {
+    setStatus(`error: ${err.message || err}`);
+  } finally {
+    buttons.forEach((b) => (b.disabled = false));
+  }
+}
+
 export function setUpFilePanel() {
   $("file").addEventListener("change", choose);
-  for (const task of ["transcribe", "align"]) {
-    $(task).addEventListener("click", () =>
-      request(task).catch((err) => setStatus(`error: ${err.message || err}`)),
-    );
-  }
+  for (const task of ["transcribe", "align"]) $(task).addEventListener("click", () => run(task));
   window.addEventListener("resize", () => clip && drawWave($("wave"), clip.samples));
 }
