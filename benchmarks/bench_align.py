@@ -19,6 +19,7 @@ Sections:
   text, still spoken), with and without the star.
 - calibration: the onset threshold swept on CALIBRATION, sentences the boundaries section does
   not use (demo-ctc's held-out set, never trained on): how ONSET_LOG_PROB was chosen.
+- validation: that threshold against the path alone on two more held-out sets.
 """
 
 from __future__ import annotations
@@ -111,14 +112,21 @@ def synthesised(model, cases=SPOKEN) -> list[tuple[list[str], np.ndarray, list]]
     return out
 
 
-def calibration_cases() -> list[tuple[str, str, str, int, int]]:
-    """(text, voice, variant, wpm, pitch) of CALIBRATION_SENTENCES held-out utterances: none
-    is in SPOKEN (training/sentences.py RESERVED keeps those out of every split)."""
+Case = tuple[str, str, str, int, int]  # (text, voice, variant, wpm, pitch)
+
+
+def heldout_cases(kind: str, n: int = CALIBRATION_SENTENCES) -> list[Case]:
+    """The first `n` utterances of demo-ctc's held-out set `kind`: none is in SPOKEN
+    (training/sentences.py RESERVED keeps those out of every split)."""
     from training.data import plan_split
     from training.sentences import RESERVED
 
-    plan = plan_split("heldout-natural", CALIBRATION_SENTENCES, 0, RESERVED)
+    plan = plan_split(f"heldout-{kind}", n, 0, RESERVED)
     return [(u.text, u.voice, u.variant, u.speed, u.pitch) for u in plan]
+
+
+def calibration_cases() -> list[Case]:
+    return heldout_cases("natural")
 
 
 def boundary_errors(
@@ -310,6 +318,23 @@ def calibration() -> dict:
     return rep
 
 
+def validation() -> dict:
+    """The chosen threshold against the path alone on two more held-out sets (unseen voice
+    variants; random word sequences), without their sentences that calibrated it."""
+    from service.wav2vec2.loading import load_model
+
+    model = load_model(str(DEMO), device="cpu", dtype="float32")
+    calibrated = {text for text, *_ in calibration_cases()}
+    rep = {}
+    for kind in ("voices", "random"):
+        cases = [c for c in heldout_cases(kind) if c[0] not in calibrated]
+        spoken = synthesised(model, cases)
+        rep[f"{kind}_path"] = boundary_errors(model, spoken, onset_log_prob=None)
+        rep[f"{kind}_onsets"] = boundary_errors(model, spoken)
+        print(f"validation {kind}: {rep[f'{kind}_path']} -> {rep[f'{kind}_onsets']}", flush=True)
+    return rep
+
+
 def boundary_rows(rows: dict) -> list[str]:
     return [
         "",
@@ -343,7 +368,7 @@ def to_markdown(rep: dict) -> str:
         ]
     if "speed" in rep:
         lines += ["", *(f"- {k}: {v:.1f}" for k, v in rep["speed"].items())]
-    for section in ("boundaries", "calibration"):
+    for section in ("boundaries", "calibration", "validation"):
         if section in rep:
             lines += boundary_rows(rep[section])
     return "\n".join(lines)
@@ -354,6 +379,7 @@ SECTIONS = {
     "speed": speed,
     "boundaries": boundaries,
     "calibration": calibration,
+    "validation": validation,
 }
 
 
