@@ -190,7 +190,8 @@ def player(page, what: str):
 
 def test_page_aligns_a_file_on_its_waveform_and_plays_a_word(tmp_path):
     """hello_world.wav with "hello world", aligned in the page: the spans drawn over the
-    waveform are /v1/align's words at their times, and a word plays exactly its span."""
+    waveform are /v1/align's words at their times, and a word plays exactly its span; then
+    transcribed, the spans are /v1/transcribe's words."""
     chromium = require_tool("chromium")
     from playwright.sync_api import sync_playwright
 
@@ -258,6 +259,13 @@ def test_page_aligns_a_file_on_its_waveform_and_plays_a_word(tmp_path):
             # every animation frame: a frame or two late under load, then put back on the end).
             assert times and all(word["start"] - 0.01 <= t <= word["end"] + 0.1 for t in times)
             assert player(page, "currentTime") == pytest.approx(word["end"], abs=1e-3)
+            # Transcribe instead: the spans become /v1/transcribe's words.
+            with page.expect_response("**/v1/transcribe"):
+                page.click("#transcribe")
+            page.wait_for_function("!document.getElementById('transcribe').disabled")
+            rest = server.offline(HELLO.read_bytes())
+            assert page.inner_text("#file-text") == rest["text"]
+            assert shown_spans(page) == [(w["word"], w["start"], w["end"]) for w in rest["words"]]
             assert not errors
             assert all(url.startswith(server.url) or url.startswith("blob:") for url in requested)
         finally:
