@@ -2,7 +2,7 @@
 // POST /v1/transcribe or POST /v1/align over it; choosing a word plays its span.
 const $ = (id) => document.getElementById(id);
 let clip = null; // { file, samples, duration } of the chosen file
-let stopAt = null; // where the playing word ends, seconds
+let playing = null; // { button, end } of the word playing, end in seconds
 
 function setStatus(text) {
   $("file-status").textContent = text;
@@ -56,36 +56,44 @@ function showSpans(words, duration) {
     button.style.width = `${(100 * (w.end - w.start)) / duration}%`;
     button.title = `${w.word}: ${w.start.toFixed(2)}–${w.end.toFixed(2)} s`;
     button.setAttribute("aria-label", `${w.word}, ${w.start.toFixed(2)} to ${w.end.toFixed(2)} s`);
-    button.setAttribute("aria-pressed", "false");
     button.addEventListener("click", () => play(button, w.start, w.end));
     return button;
   });
   $("spans").replaceChildren(...buttons);
+  mark(null);
+}
+
+function mark(playing) {
+  for (const b of $("spans").children) b.setAttribute("aria-pressed", String(b === playing));
 }
 
 function play(button, start, end) {
   const player = $("player");
-  for (const b of $("spans").children) b.setAttribute("aria-pressed", String(b === button));
-  stopAt = end;
+  const word = { button, end };
+  playing = word;
+  mark(button);
   player.currentTime = start;
-  player.play().catch((err) => setStatus(`cannot play: ${err.message || err}`));
-  requestAnimationFrame(watch);
+  // Watched once playing: before that the player is still paused, which would end the watch.
+  player.play().then(
+    () => requestAnimationFrame(() => watch(word)),
+    (err) => setStatus(`cannot play: ${err.message || err}`),
+  );
 }
 
-function watch() {
-  // Checked every frame: timeupdate comes only every ~250 ms, a short word would overrun.
+function watch(word) {
+  // Every animation frame: timeupdate comes only every ~250 ms, a short word would overrun.
+  if (playing !== word) return; // another word took over
   const player = $("player");
-  if (stopAt === null) return;
-  if (player.currentTime >= stopAt) {
+  if (player.currentTime >= word.end) {
     player.pause();
-    player.currentTime = stopAt;
+    player.currentTime = word.end;
   }
   if (player.paused) {
-    stopAt = null;
-    for (const b of $("spans").children) b.setAttribute("aria-pressed", "false");
+    playing = null;
+    mark(null);
     return;
   }
-  requestAnimationFrame(watch);
+  requestAnimationFrame(() => watch(word));
 }
 
 async function choose() {
@@ -95,6 +103,7 @@ async function choose() {
   if (player.src) URL.revokeObjectURL(player.src);
   player.src = URL.createObjectURL(file);
   player.hidden = false;
+  playing = null;
   $("spans").replaceChildren();
   $("file-text").textContent = "";
   delete $("wave").dataset.duration;
