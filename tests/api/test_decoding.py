@@ -78,7 +78,7 @@ async def test_default_is_beam_with_the_lm(demo):
     assert 0 < float(r.headers["x-decode-time"]) <= float(r.headers["x-total-time"])
 
 
-def test_greedy_misses_what_the_lm_fixes():
+async def test_greedy_misses_what_the_lm_fixes():
     """The premise of the tests below: greedy gets a word of each example wrong."""
     for name, said in LM_TEXT.items():
         assert greedy_text(name) != said, name
