@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from service.errors import ServiceError
+from service.errors import ModelError, ServiceError
+from service.languages import matching
 from service.lm import Decoder, has_decoder, load_decoder
 from service.lm.alphabet import check_alphabet, labels_for
 from service.runtime import ServedModel
@@ -26,9 +27,13 @@ def build_model(
         device=settings.device,
         dtype=settings.dtype,
         attention=settings.attention,
+        languages=settings.languages,
     )
     decoder = _decoder(loaded, source)
     served = ServedModel(loaded, settings, decoder)
+    lid = settings.lid_models().get(name)
+    if lid is not None:
+        served.identifier = _identifier(settings, name, lid, served)
     if warmup:
         served.warmup()
     log.info(
@@ -42,6 +47,21 @@ def build_model(
         served.card().decoder,
     )
     return served
+
+
+def _identifier(settings: Settings, name: str, source: str, asr: ServedModel) -> ServedModel:
+    """The language identifier behind `name`'s language "auto": a classifier whose labels
+    are language codes, at least one of them served by the ASR model."""
+    if not asr.languages:
+        raise ModelError(f"lid_model {name}={source}: {name} has no language adapters")
+    lid = build_model(settings, f"{name}-lid", source, task="classify", warmup=False)
+    labels = lid.card().labels or []
+    if not any(matching(label, asr.languages) for label in labels):
+        raise ModelError(
+            f"lid_model {source}: none of its labels ({', '.join(labels[:8])}) names a "
+            f"language {name} serves"
+        )
+    return lid
 
 
 def _decoder(loaded: LoadedModel, source: str) -> Decoder | None:

@@ -79,6 +79,13 @@ class LanguageAdapterLayer(nn.Module):
         return torch.cat([self.adapters[lang](p) for (lang, _), p in zip(segments, parts)])
 
 
+def _adapter(layer: nn.Module, lang: str) -> nn.Module:
+    """One language's AttnAdapterLayer in an encoder layer."""
+    routed = layer.adapter_layer
+    assert isinstance(routed, LanguageAdapterLayer)
+    return routed.adapters[lang]
+
+
 class MultilingualCTC(nn.Module):
     """A Wav2Vec2ForCTC whose adapters and head are chosen per clip among `languages`."""
 
@@ -120,7 +127,7 @@ class MultilingualCTC(nn.Module):
         prefix = "wav2vec2.encoder.layers.{}.adapter_layer."
         expected = set(HEAD_KEYS)
         for i, layer in enumerate(self.ctc.wav2vec2.encoder.layers):
-            names = layer.adapter_layer.adapters[lang].state_dict().keys()  # type: ignore[union-attr,index]
+            names = _adapter(layer, lang).state_dict().keys()
             expected |= {prefix.format(i) + k for k in names}
         missing, unexpected = sorted(expected - weights.keys()), sorted(weights.keys() - expected)
         if missing or unexpected:
@@ -139,8 +146,7 @@ class MultilingualCTC(nn.Module):
             for i, layer in enumerate(self.ctc.wav2vec2.encoder.layers):
                 start = prefix.format(i)
                 own = {k[len(start) :]: v for k, v in cast.items() if k.startswith(start)}
-                module = layer.adapter_layer.adapters[lang]  # type: ignore[union-attr,index]
-                module.load_state_dict(own, strict=True, assign=True)
+                _adapter(layer, lang).load_state_dict(own, strict=True, assign=True)
             with torch.device("meta"):
                 head = nn.Linear(self.ctc.config.head_hidden_size, rows)
             head.load_state_dict(
