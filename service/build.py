@@ -30,7 +30,7 @@ def build_model(
         languages=settings.languages,
     )
     decoder = _decoder(loaded, source)
-    served = ServedModel(loaded, settings, decoder)
+    served = ServedModel(loaded, settings, decoder, _language_decoders(loaded, source, decoder))
     lid = settings.lid_models().get(name)
     if lid is not None:
         served.identifier = _identifier(settings, name, lid, served)
@@ -70,9 +70,35 @@ def _decoder(loaded: LoadedModel, source: str) -> Decoder | None:
     if loaded.tokenizer is None or not has_decoder(path := resolve(source)):
         return None
     decoder = load_decoder(path)
-    vocab_size = loaded.config.vocab_size or 0
+    languages = loaded.languages
+    if languages is not None:  # the default language's: its head's width, not config.json's
+        vocab_size = languages.vocab_size(languages.default)
+    else:
+        vocab_size = loaded.config.vocab_size or 0
     check_alphabet(decoder.alphabet, labels_for(loaded.tokenizer, vocab_size))
     return decoder
+
+
+def _language_decoders(
+    loaded: LoadedModel, source: str, root: Decoder | None
+) -> dict[str, Decoder]:
+    """Language adapters: each language's decoder from a folder named by its code, in the
+    ProcessorWithLM layout (<lang>/alphabet.json, <lang>/language_model/), checked against its
+    vocabulary; the checkpoint's own decoder serves the default language without one."""
+    languages = loaded.languages
+    if languages is None:
+        return {}
+    path = resolve(source)
+    out = {}
+    for lang in languages.codes:
+        if has_decoder(path / lang):
+            decoder = load_decoder(path / lang)
+            labels = labels_for(languages.tokenizers[lang], languages.vocab_size(lang))
+            check_alphabet(decoder.alphabet, labels)
+            out[lang] = decoder
+    if root is not None:
+        out.setdefault(languages.default, root)
+    return out
 
 
 def build_models(settings: Settings) -> dict[str, ServedModel]:

@@ -10,7 +10,7 @@ the queue.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,9 +54,12 @@ class Engine:
         chunk_seconds: float = 30.0,
         stride_seconds: float = 5.0,
         decoder: Decoder | None = None,
+        language_decoders: Mapping[str, Decoder] | None = None,
     ) -> None:
         self.loaded = loaded
         self.decoder = decoder  # the checkpoint's alphabet and LM for beam search, if it ships one
+        # Language adapters: each language's own (build.py finds them), where it has one.
+        self.language_decoders = dict(language_decoders or {})
         self.name = loaded.name
         self.task = loaded.task
         step = loaded.config.samples_per_frame
@@ -160,15 +163,22 @@ class Engine:
             return Prediction(**base, labels=decode.labels(pooled, config.id2label, options.top_k))
         return Prediction(**base, embedding=[float(v) for v in pooled.astype(np.float32)])
 
+    def decoder_for(self, language: str | None) -> Decoder | None:
+        """The beam decoder of `language` (a served code; None: the default language's)."""
+        if self.loaded.languages is None or language is None:
+            return self.decoder
+        return self.language_decoders.get(language)
+
     def decoder_kind(self, options: Options = DEFAULT_OPTIONS) -> str:
         """greedy or beam, for a transcription request with these options."""
-        return decoder_kind(options, self.decoder)
+        return decoder_kind(options, self.decoder_for(options.language))
 
     def transcript(self, frames: np.ndarray, options: Options) -> tuple[str, list[Word]]:
         """One clip's (T, vocab) logits -> text and words, greedy or with the beam."""
         tokenizer, seconds = self.tokenizer(options.language), self.loaded.frame_seconds
         if self.decoder_kind(options) == BEAM:
-            return beam_transcript(frames, tokenizer, self.decoder, beam_options(options), seconds)
+            decoder = self.decoder_for(options.language)
+            return beam_transcript(frames, tokenizer, decoder, beam_options(options), seconds)
         return decode.transcript(frames, tokenizer, seconds)
 
     def predict(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -92,7 +92,11 @@ class ServedModel:
     """One model as the routes and the CLI see it."""
 
     def __init__(
-        self, loaded: LoadedModel, settings: Settings, decoder: Decoder | None = None
+        self,
+        loaded: LoadedModel,
+        settings: Settings,
+        decoder: Decoder | None = None,
+        language_decoders: Mapping[str, Decoder] | None = None,
     ) -> None:
         self._loaded = loaded
         self._settings = settings
@@ -101,8 +105,9 @@ class ServedModel:
         self.sampling_rate = loaded.sampling_rate
         self.min_samples = loaded.min_samples
         self.verify_threshold = verify_threshold(loaded)
-        self._engine = Engine(loaded, settings.chunk_seconds, settings.stride_seconds, decoder)
-        self._decoder = decoder
+        self._engine = Engine(
+            loaded, settings.chunk_seconds, settings.stride_seconds, decoder, language_decoders
+        )
         self._decoding = DecodePool(settings.beam_workers, f"decode-{self.name}")
         # Measured per batch; admission turns queued audio into an expected wait with it.
         self.throughput = Throughput()
@@ -170,7 +175,8 @@ class ServedModel:
     def default_decoder(self) -> str:
         """What a transcription gets by default: beam+lm where the model ships an LM."""
         kind = self._engine.decoder_kind()
-        has_lm = self._decoder is not None and self._decoder.lm is not None
+        decoder = self._engine.decoder_for(next(iter(self.languages), None))
+        has_lm = decoder is not None and decoder.lm is not None
         return f"{kind}+lm" if kind == BEAM and has_lm else kind
 
     # ---- lifecycle ----
@@ -446,6 +452,8 @@ class ServedModel:
                 "language 'auto' is not available on a stream", self.languages, self.name
             )
         tokenizer = self._engine.tokenizer(language)
+        options = options.model_copy(update={"language": language})
+        decoder = self._engine.decoder_for(language)
         s = self._settings
         windowing = windowing_for(
             self._loaded,
@@ -470,7 +478,7 @@ class ServedModel:
 
         async def decode_final(logits: np.ndarray) -> Decoded:
             decoded, seconds = await self._decoding.run(
-                beam_decode, logits, tokenizer, self._decoder, beam
+                beam_decode, logits, tokenizer, decoder, beam
             )
             metrics.DECODE_DURATION.labels(self.name, BEAM).observe(seconds)
             return decoded

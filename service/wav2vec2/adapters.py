@@ -186,6 +186,12 @@ class Languages:
     def codes(self) -> list[str]:
         return list(self.tokenizers)
 
+    def vocab_size(self, lang: str) -> int:
+        """The width of `lang`'s CTC head."""
+        head = self.model.lm_heads[lang]
+        assert isinstance(head, nn.Linear)
+        return head.out_features
+
     def infer(
         self, clips: list[np.ndarray], features: FeatureExtractor, languages: Sequence[str | None]
     ) -> list[np.ndarray]:
