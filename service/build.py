@@ -30,10 +30,10 @@ def build_model(
         languages=settings.languages,
     )
     decoder = _decoder(loaded, source)
-    served = ServedModel(loaded, settings, decoder, _language_decoders(loaded, source, decoder))
     lid = settings.lid_models().get(name)
-    if lid is not None:
-        served.identifier = _identifier(settings, name, lid, served)
+    identifier = _identifier(settings, name, lid, loaded) if lid else None
+    language_decoders = _language_decoders(loaded, source, decoder)
+    served = ServedModel(loaded, settings, decoder, language_decoders, identifier)
     if warmup:
         served.warmup()
     log.info(
@@ -49,14 +49,14 @@ def build_model(
     return served
 
 
-def _identifier(settings: Settings, name: str, source: str, asr: ServedModel) -> ServedModel:
+def _identifier(settings: Settings, name: str, source: str, asr: LoadedModel) -> ServedModel:
     """The language identifier behind `name`'s language "auto": a classifier whose labels
     are language codes, at least one of them served by the ASR model."""
-    if not asr.languages:
+    if asr.languages is None:
         raise ModelError(f"lid_model {name}={source}: {name} has no language adapters")
     lid = build_model(settings, f"{name}-lid", source, task="classify", warmup=False)
     labels = lid.card().labels or []
-    if not any(matching(label, asr.languages) for label in labels):
+    if not any(matching(label, asr.languages.codes) for label in labels):
         raise ModelError(
             f"lid_model {source}: none of its labels ({', '.join(labels[:8])}) names a "
             f"language {name} serves"
@@ -104,7 +104,11 @@ def _language_decoders(
 def build_models(settings: Settings) -> dict[str, ServedModel]:
     """Every --model, warmed up; names must be unique."""
     models: dict[str, ServedModel] = {}
-    for name, source in settings.model_specs():
+    specs = settings.model_specs()
+    orphans = sorted(set(settings.lid_models()) - {name for name, _ in specs})
+    if orphans:
+        raise ServiceError(f"lid_model names {orphans}, which no --model is named")
+    for name, source in specs:
         if name in models:
             raise ServiceError(f"two models are named {name!r}; use NAME=PATH to tell them apart")
         models[name] = build_model(settings, name, source)

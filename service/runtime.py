@@ -29,7 +29,8 @@ from service.cost import fill_batches
 from service.decoding import BEAM, DecodePool, beam_options
 from service.engine import DEFAULT_OPTIONS, Clip, Engine, Window
 from service.errors import BadFieldError, ModelError, ServiceError, UnavailableError
-from service.languages import AUTO, identified, resolve, unsupported
+from service.language_choice import LanguageChoice
+from service.languages import AUTO, unsupported
 from service.lm import Decoder, beam_decode
 from service.schemas import ModelCard, Options, Prediction
 from service.settings import Settings
@@ -97,6 +98,7 @@ class ServedModel:
         settings: Settings,
         decoder: Decoder | None = None,
         language_decoders: Mapping[str, Decoder] | None = None,
+        identifier: ServedModel | None = None,
     ) -> None:
         self._loaded = loaded
         self._settings = settings
@@ -126,7 +128,8 @@ class ServedModel:
         self._aligner: ThreadPoolExecutor | None = None
         # language "auto": a classifier over language codes (settings.lid_model), started,
         # warmed up and stopped with this model.
-        self.identifier: ServedModel | None = None
+        self.identifier = identifier
+        self._choice = LanguageChoice(self.name, self._engine.languages, identifier)
 
     @property
     def attention(self) -> str:
@@ -159,17 +162,8 @@ class ServedModel:
         return self._engine.languages
 
     def language(self, requested: str | None) -> str | None:
-        """A request's `language` -> a served code, AUTO (an identifier is configured) or
-        None (a model without languages); anything else is a 422 unsupported_language."""
-        if requested is None:
-            return next(iter(self.languages), None)
-        if requested == AUTO and self.identifier is not None and self.languages:
-            return AUTO
-        if requested == AUTO:
-            raise unsupported(
-                "language 'auto' needs a language identifier", self.languages, self.name
-            )
-        return resolve(requested, self.languages, self.name)
+        """A request's `language` -> a served code, AUTO or None (LanguageChoice.resolve)."""
+        return self._choice.resolve(requested)
 
     @property
     def default_decoder(self) -> str:
@@ -216,7 +210,7 @@ class ServedModel:
     ) -> TimedPrediction:
         """Windows of one clip through the shared batcher, then one Prediction (a beam search
         in the decode pool)."""
-        options, found = await self._choose_language(samples, duration, options, priority)
+        options, found = await self._choice.choose(samples, duration, options, priority)
         plan, forward = await self._forward(samples, priority, options.language)
         outputs = forward.result
         if self._beam(options):
@@ -232,37 +226,6 @@ class ServedModel:
             forward = _after(found, forward)
         return TimedPrediction(prediction, forward.queue_time, forward.inference_time, seconds)
 
-    async def _choose_language(
-        self, samples: np.ndarray, duration: float, options: Options, priority: int
-    ) -> tuple[Options, Timed[tuple[str, float]] | None]:
-        """`options` with its language resolved; for "auto", what the identifier found on
-        the whole clip (its code and score, and the time it took)."""
-        language = self.language(options.language)
-        if language != AUTO:
-            return options.model_copy(update={"language": language}), None
-        assert self.identifier is not None
-        all_labels = Options(top_k=len(self.identifier.card().labels or ()))
-        timed = await self.identifier.predict(samples, duration, all_labels, priority=priority)
-        found = identified(timed.result.labels or [], self.languages, self.name)
-        options = options.model_copy(update={"language": found[0]})
-        return options, Timed(found, timed.queue_time, timed.inference_time)
-
-    def _choose_languages_now(
-        self, clips: Sequence[Audio], options: Options
-    ) -> list[tuple[Options, float | None]]:
-        """Each clip's options with its language resolved, and the identifier's score where
-        the language was "auto" (the identifier runs on all clips first, without a queue)."""
-        language = self.language(options.language)
-        if language != AUTO:
-            return [(options.model_copy(update={"language": language}), None)] * len(clips)
-        assert self.identifier is not None
-        all_labels = Options(top_k=len(self.identifier.card().labels or ()))
-        out: list[tuple[Options, float | None]] = []
-        for p in self.identifier.predict_now(clips, all_labels):
-            code, score = identified(p.labels or [], self.languages, self.name)
-            out.append((options.model_copy(update={"language": code}), score))
-        return out
-
     async def align(
         self,
         samples: np.ndarray,
@@ -276,7 +239,7 @@ class ServedModel:
         transcription), then `text` force-aligned on them in an alignment thread; the
         Viterbi's seconds count as inference time."""
         self.check_aligns()
-        options, found = await self._choose_language(samples, duration, options, priority)
+        options, found = await self._choice.choose(samples, duration, options, priority)
         plan, outputs = await self._forward(samples, priority, options.language)
         frames = self._engine.stitch(plan, outputs.result)
         if found is not None:
@@ -346,7 +309,7 @@ class ServedModel:
     ) -> list[Prediction]:
         """Clips without the queue (the CLI): windows of similar length share forward passes
         within the batch limits; results in input order."""
-        chosen = self._choose_languages_now(clips, options)
+        chosen = self._choice.choose_now(clips, options)
         predictions = []
         for audio, (opts, score), (plan, outputs) in zip(
             clips, chosen, self._forward_now(clips, [o.language for o, _ in chosen])
@@ -362,7 +325,7 @@ class ServedModel:
         """Each clip's `texts` entry aligned on its emissions, without the queue (the CLI);
         a text that cannot be aligned gives its error in its place."""
         self.check_aligns()
-        chosen = self._choose_languages_now(clips, options)
+        chosen = self._choice.choose_now(clips, options)
         forwards = self._forward_now(clips, [o.language for o, _ in chosen])
         results: list[Prediction | ServiceError] = []
         for audio, text, (opts, score), (plan, outputs) in zip(clips, texts, chosen, forwards):
