@@ -28,6 +28,7 @@ def build_model(
         dtype=settings.dtype,
         attention=settings.attention,
         languages=settings.languages,
+        language_memory_mb=settings.language_memory_mb,
     )
     decoder = _decoder(loaded, source)
     lid = settings.lid_models().get(name)

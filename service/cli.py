@@ -26,6 +26,7 @@ PREDICT_SETTINGS = [
     "dtype",
     "attention",
     "languages",
+    "language_memory_mb",
     "lid_model",
     "chunk_seconds",
     "stride_seconds",

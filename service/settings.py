@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # MMS checkpoints (adapter.<lang>.safetensors beside the weights): the languages kept
     # resident, every one the checkpoint has when empty; a code it lacks fails its load.
     languages: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # With it, an MMS model loads each language's adapters on first use and drops the least
+    # recently used beyond this many MB (per model); without it, all are loaded at start.
+    language_memory_mb: float | None = Field(None, gt=0)
     # language "auto": ASR_NAME=LID_PATH_OR_HUB_ID, a Wav2Vec2ForSequenceClassification whose
     # labels are language codes (as facebook/mms-lid-*), loaded beside that model.
     lid_model: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -133,3 +133,30 @@ def test_a_bin_adapter_is_read_weights_only(mms, tmp_path):
     torch.save({"lm_head.weight": Hostile()}, path / "adapter.deu.bin")
     with pytest.raises(ModelError, match=r"cannot read adapter weights .*adapter\.deu\.bin"):
         load_model(str(path))
+
+
+def test_a_memory_budget_loads_on_first_use_and_drops_the_least_recent(mms, clips):
+    eager = load_model(str(mms), dtype="float32")
+    assert eager.languages is not None
+    assert list(eager.languages.resident) == sorted(LANGUAGES)  # loaded at start, by code
+    one = max(eager.languages.resident.values())
+    lazy = load_model(str(mms), dtype="float32", language_memory_mb=1.5 * one / 1e6)
+    assert lazy.languages is not None and lazy.languages.codes == eager.languages.codes
+    assert list(lazy.languages.resident) == ["eng"]  # only the default at start
+    langs = [lang for lang, _ in MIXED]
+    for got, want in zip(lazy.forward(clips, langs), eager.forward(clips, langs)):
+        np.testing.assert_array_equal(got, want)
+    # The batch needed all three: they stay until the next batch, then the budget holds.
+    assert set(lazy.languages.resident) == set(LANGUAGES)
+    (fra,) = lazy.forward(clips[:1], ["fra"])
+    assert list(lazy.languages.resident) == ["fra"]
+    np.testing.assert_array_equal(fra, eager.forward(clips[:1], ["fra"])[0])
+    (deu,) = lazy.forward(clips[2:3], ["deu"])
+    assert list(lazy.languages.resident) == ["deu"]
+    np.testing.assert_array_equal(deu, eager.forward(clips[2:3], ["deu"])[0])
+
+
+def test_with_a_budget_every_adapter_file_is_still_checked_at_load(mms, tmp_path):
+    path = broken(mms, tmp_path, "fra", lambda w: {**w, "lm_head.extra": torch.zeros(1)})
+    with pytest.raises(ModelError, match=r"adapter\.fra\.safetensors: .*unexpected keys"):
+        load_model(path, language_memory_mb=1)

@@ -13,13 +13,16 @@ clips are ordered by language, so a language's frames are one contiguous slice o
 from __future__ import annotations
 
 import json
+import logging
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
@@ -29,9 +32,11 @@ from service.wav2vec2.heads import Wav2Vec2ForCTC
 from service.wav2vec2.model import AttnAdapterLayer, Packed
 from service.wav2vec2.tokenizer import CTCTokenizer
 
+log = logging.getLogger(__name__)
+
 # transformers' WAV2VEC2_ADAPTER_SAFE_FILE / _PT_FILE; safetensors wins where both exist.
 ADAPTER_FILE = re.compile(r"^adapter\.(?P<lang>.+)\.(?P<ext>safetensors|bin)$")
-HEAD_KEYS = ("lm_head.weight", "lm_head.bias")
+PREFIX = "wav2vec2.encoder.layers.{}.adapter_layer."  # then norm, linear_1, linear_2
 
 
 def adapter_files(path: Path) -> dict[str, Path]:
@@ -79,34 +84,65 @@ class LanguageAdapterLayer(nn.Module):
         return torch.cat([self.adapters[lang](p) for (lang, _), p in zip(segments, parts)])
 
 
-def _adapter(layer: nn.Module, lang: str) -> nn.Module:
-    """One language's AttnAdapterLayer in an encoder layer."""
+def _routed(layer: nn.Module) -> LanguageAdapterLayer:
     routed = layer.adapter_layer
     assert isinstance(routed, LanguageAdapterLayer)
-    return routed.adapters[lang]
+    return routed
+
+
+def read_shapes(f: Path) -> dict[str, tuple[int, ...]]:
+    """An adapter file's keys and shapes: a safetensors header only; a .bin, read whole."""
+    if f.suffix != ".safetensors":
+        return {k: tuple(v.shape) for k, v in read_adapter(f).items()}
+    try:
+        with safe_open(str(f), framework="pt") as reader:
+            return {k: tuple(reader.get_slice(k).get_shape()) for k in reader.keys()}  # noqa: SIM118
+    except Exception as exc:
+        raise ModelError(f"cannot read adapter weights {f}: {exc}") from exc
+
+
+def check_adapter(
+    f: Path, lang: str, shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]
+) -> None:
+    """An adapter file must hold exactly the expected keys and shapes; the error names it."""
+    missing, unexpected = sorted(expected.keys() - shapes), sorted(shapes.keys() - expected)
+    if missing or unexpected:
+        raise ModelError(
+            f"{f}: not an adapter of this model: missing keys {missing[:8]}, "
+            f"unexpected keys {unexpected[:8]}"
+        )
+    rows, vocab = shapes["lm_head.weight"][0], expected["lm_head.weight"][0]
+    if rows != vocab:
+        raise ModelError(
+            f"{f}: lm_head has {rows} outputs but vocab.json's {lang!r} vocabulary has "
+            f"{vocab} tokens"
+        )
+    for key, shape in shapes.items():
+        if shape != expected[key]:
+            raise ModelError(
+                f"{f}: size mismatch for {key}: {shape}, the model needs {expected[key]}"
+            )
 
 
 class MultilingualCTC(nn.Module):
-    """A Wav2Vec2ForCTC whose adapters and head are chosen per clip among `languages`."""
+    """A Wav2Vec2ForCTC whose adapters and head are chosen per clip among those loaded."""
 
-    def __init__(self, ctc: Wav2Vec2ForCTC, languages: Sequence[str]) -> None:
+    def __init__(self, ctc: Wav2Vec2ForCTC) -> None:
         super().__init__()
         config = ctc.config
         if config.adapter_attn_dim is None or not config.do_stable_layer_norm:
             raise ModelError("language adapters need a pre-LN checkpoint with adapter_attn_dim")
         self.ctc = ctc
-        self.languages = list(languages)
         self.route = Route()
-        p = next(ctc.parameters())
-        with torch.device("meta"):  # the adapter files' tensors become the parameters
-            for layer in ctc.wav2vec2.encoder.layers:
-                adapters = nn.ModuleDict({lang: AttnAdapterLayer(config) for lang in languages})
-                layer.adapter_layer = LanguageAdapterLayer(adapters, self.route)  # type: ignore[assignment]
+        self.layers = list(ctc.wav2vec2.encoder.layers)
+        for layer in self.layers:
+            layer.adapter_layer = LanguageAdapterLayer(nn.ModuleDict(), self.route)  # type: ignore[assignment]
         self.lm_heads = nn.ModuleDict()
         # The route is made from the feature encoder's own frame counts, so it never repeats
         # (or drifts from) the conv length arithmetic.
         ctc.wav2vec2.feature_extractor.register_forward_hook(self._route_frames)
         self._pending: list[str] = []  # the forward in progress: each clip's language, in order
+        p = next(ctc.parameters())
         self._device, self._dtype = p.device, p.dtype
 
     def _route_frames(self, module: nn.Module, args: object, out: Packed) -> None:
@@ -120,43 +156,48 @@ class MultilingualCTC(nn.Module):
                 segments.append((lang, n))
         self.route.segments = segments
 
-    def load_language(self, lang: str, f: Path, vocab_size: int) -> None:
-        """One language's adapter file into every layer and its head; any key missing or
-        unexpected, a shape off, or a head not `vocab_size` wide is an error naming the file."""
+    def expected(self, vocab_size: int) -> dict[str, tuple[int, ...]]:
+        """Every key of this model's adapter files (transformers' _get_adapters names) and
+        its shape, for a language of `vocab_size` tokens."""
+        with torch.device("meta"):
+            one = AttnAdapterLayer(self.ctc.config).state_dict()
+        shapes = {
+            PREFIX.format(i) + k: tuple(v.shape)
+            for i in range(len(self.layers))
+            for k, v in one.items()
+        }
+        d = self.ctc.config.head_hidden_size
+        return {**shapes, "lm_head.weight": (vocab_size, d), "lm_head.bias": (vocab_size,)}
+
+    def load_language(self, lang: str, f: Path, vocab_size: int) -> int:
+        """One language's adapter file into every layer and its head, checked first
+        (check_adapter); returns the bytes it holds on the device."""
         weights = read_adapter(f)
-        prefix = "wav2vec2.encoder.layers.{}.adapter_layer."
-        expected = set(HEAD_KEYS)
-        for i, layer in enumerate(self.ctc.wav2vec2.encoder.layers):
-            names = _adapter(layer, lang).state_dict().keys()
-            expected |= {prefix.format(i) + k for k in names}
-        missing, unexpected = sorted(expected - weights.keys()), sorted(weights.keys() - expected)
-        if missing or unexpected:
-            raise ModelError(
-                f"{f}: not an adapter of this model: missing keys {missing[:8]}, "
-                f"unexpected keys {unexpected[:8]}"
-            )
-        rows = weights["lm_head.weight"].shape[0]
-        if rows != vocab_size:
-            raise ModelError(
-                f"{f}: lm_head has {rows} outputs but vocab.json's {lang!r} vocabulary has "
-                f"{vocab_size} tokens"
-            )
+        check_adapter(
+            f, lang, {k: tuple(v.shape) for k, v in weights.items()}, self.expected(vocab_size)
+        )
         cast = {k: v.to(self._device, self._dtype) for k, v in weights.items()}
-        try:
-            for i, layer in enumerate(self.ctc.wav2vec2.encoder.layers):
-                start = prefix.format(i)
-                own = {k[len(start) :]: v for k, v in cast.items() if k.startswith(start)}
-                _adapter(layer, lang).load_state_dict(own, strict=True, assign=True)
-            with torch.device("meta"):
-                head = nn.Linear(self.ctc.config.head_hidden_size, rows)
-            head.load_state_dict(
-                {"weight": cast["lm_head.weight"], "bias": cast["lm_head.bias"]},
-                strict=True,
-                assign=True,
-            )
-        except RuntimeError as exc:  # a shape that disagrees with config.json
-            raise ModelError(f"{f}: {exc}") from exc
+        with torch.device("meta"):  # the file's tensors become the parameters
+            adapters = [AttnAdapterLayer(self.ctc.config) for _ in self.layers]
+            head = nn.Linear(self.ctc.config.head_hidden_size, vocab_size)
+        for i, adapter in enumerate(adapters):
+            start = PREFIX.format(i)
+            own = {k[len(start) :]: v for k, v in cast.items() if k.startswith(start)}
+            adapter.load_state_dict(own, strict=True, assign=True)
+        head.load_state_dict(
+            {"weight": cast["lm_head.weight"], "bias": cast["lm_head.bias"]},
+            strict=True,
+            assign=True,
+        )
+        for layer, adapter in zip(self.layers, adapters):
+            _routed(layer).adapters[lang] = adapter.requires_grad_(False)
         self.lm_heads[lang] = head.requires_grad_(False)
+        return sum(v.numel() * v.element_size() for v in cast.values())
+
+    def unload_language(self, lang: str) -> None:
+        for layer in self.layers:
+            del _routed(layer).adapters[lang]
+        del self.lm_heads[lang]
 
     def forward(self, waveforms: list[Tensor], languages: list[str]) -> list[Tensor]:
         """B clips and each one's language -> each clip's logits (T_i, its vocabulary)."""
@@ -175,12 +216,20 @@ class MultilingualCTC(nn.Module):
 
 @dataclass
 class Languages:
-    """The languages one MMS checkpoint serves: the shared model, each one's tokenizer, and
-    the language a request without one gets (config.json's or tokenizer_config's target_lang)."""
+    """The languages one MMS checkpoint serves: the shared model, each one's tokenizer and
+    adapter file, and the language a request without one gets. Without a budget every
+    language is loaded at start; with one, a language loads on first use and the least
+    recently used are dropped while the resident ones hold more than `budget` bytes (the
+    languages of the batch at hand always stay)."""
 
     model: MultilingualCTC
     tokenizers: dict[str, CTCTokenizer]
-    default: str
+    files: dict[str, Path]
+    vocab_sizes: dict[str, int]
+    default: str = ""
+    budget: int | None = None
+    # Resident languages, least recently used first, and the bytes each holds.
+    resident: OrderedDict[str, int] = field(default_factory=OrderedDict)
 
     @property
     def codes(self) -> list[str]:
@@ -188,46 +237,83 @@ class Languages:
 
     def vocab_size(self, lang: str) -> int:
         """The width of `lang`'s CTC head."""
-        head = self.model.lm_heads[lang]
-        assert isinstance(head, nn.Linear)
-        return head.out_features
+        return self.vocab_sizes[lang]
+
+    def make_resident(self, wanted: Sequence[str]) -> None:
+        """Loads what `wanted` lacks, then drops the least recently used over the budget."""
+        for lang in wanted:
+            if lang not in self.resident:
+                self.resident[lang] = self.model.load_language(
+                    lang, self.files[lang], self.vocab_sizes[lang]
+                )
+            self.resident.move_to_end(lang)
+        if self.budget is None:
+            return
+        for lang in list(self.resident):
+            if sum(self.resident.values()) <= self.budget:
+                break
+            if lang not in wanted:
+                self.model.unload_language(lang)
+                del self.resident[lang]
 
     def infer(
         self, clips: list[np.ndarray], features: FeatureExtractor, languages: Sequence[str | None]
     ) -> list[np.ndarray]:
         """As Head.infer, each clip through its language's adapters and head (None: default)."""
+        chosen = [lang or self.default for lang in languages]
+        self.make_resident(list(dict.fromkeys(chosen)))
         p = next(self.model.parameters())
         inputs = [torch.from_numpy(features(c)).to(p.device, p.dtype) for c in clips]
-        chosen = [lang or self.default for lang in languages]
         with torch.inference_mode():
             out = self.model(inputs, chosen)
         return [x.float().cpu().numpy() for x in out]
 
 
 def load_languages(
-    path: Path, ctc: Wav2Vec2ForCTC, target_lang: str | None, wanted: Sequence[str] = ()
+    path: Path,
+    ctc: Wav2Vec2ForCTC,
+    target_lang: str | None,
+    wanted: Sequence[str] = (),
+    memory_mb: float | None = None,
 ) -> Languages | None:
     """The checkpoint's adapter files, all or the `wanted` ones, into `ctc` (loaded, on its
-    device and dtype); None for a checkpoint without adapter files (one language)."""
-    files = adapter_files(path)
-    if not files or ctc.config.adapter_attn_dim is None:
+    device and dtype): all at once, or with `memory_mb` the default only, the others checked
+    (file headers) now and loaded on first use; None for a checkpoint without adapter files."""
+    found = adapter_files(path)
+    if not found or ctc.config.adapter_attn_dim is None:
         return None
-    unknown = sorted(set(wanted) - set(files))
+    unknown = sorted(set(wanted) - set(found))
     if unknown:
-        raise ModelError(f"{path} has no adapter file for {unknown} (it has {len(files)})")
-    codes = list(wanted) or list(files)
+        raise ModelError(f"{path} has no adapter file for {unknown} (it has {len(found)})")
+    codes = list(wanted) or list(found)
     vocabs = _vocabularies(path)
     absent = [lang for lang in codes if lang not in vocabs]
     if absent:
         raise ModelError(f"{path / 'vocab.json'} has no vocabulary for {absent[:8]}")
-    tokenizers = {lang: CTCTokenizer.from_dir(path, target_lang=lang) for lang in codes}
-    model = MultilingualCTC(ctc, codes)
-    for lang in codes:
-        model.load_language(lang, files[lang], len(vocabs[lang]))
+    budget = None if memory_mb is None else int(memory_mb * 1e6)
+    languages = Languages(
+        model=MultilingualCTC(ctc),
+        tokenizers={lang: CTCTokenizer.from_dir(path, target_lang=lang) for lang in codes},
+        files={lang: found[lang] for lang in codes},
+        vocab_sizes={lang: len(vocabs[lang]) for lang in codes},
+        budget=budget,
+    )
     target_lang = target_lang or _read_json(path / "tokenizer_config.json").get("target_lang")
-    if target_lang not in tokenizers:
-        target_lang = "eng" if "eng" in tokenizers else codes[0]
-    return Languages(model, tokenizers, target_lang)
+    languages.default = (
+        target_lang if target_lang in codes else "eng" if "eng" in codes else codes[0]
+    )
+    if budget is None:
+        languages.make_resident(codes)
+    else:
+        for lang in codes:
+            expected = languages.model.expected(languages.vocab_sizes[lang])
+            check_adapter(found[lang], lang, read_shapes(found[lang]), expected)
+        languages.make_resident([languages.default])
+    held = sum(languages.resident.values()) / 1e6
+    log.info(
+        "%s: %d languages, %d resident (%.1f MB)", path, len(codes), len(languages.resident), held
+    )
+    return languages
 
 
 def _read_json(f: Path) -> dict:

@@ -183,8 +183,10 @@ def load_model(
     dtype: str = "auto",
     attention: str = "auto",
     languages: Sequence[str] = (),
+    language_memory_mb: float | None = None,
 ) -> LoadedModel:
-    """`languages`: an MMS checkpoint's adapters to keep resident (default all it has)."""
+    """`languages`: an MMS checkpoint's adapters to serve (default all it has), all resident
+    or, with `language_memory_mb`, loaded on first use within that budget."""
     path = resolve(source)
     raw = _read_config(path)
     architecture = (raw.get("architectures") or ["Wav2Vec2Model"])[0]
@@ -233,7 +235,8 @@ def load_model(
     tokenizer = CTCTokenizer.from_dir(path) if config.task == "transcribe" else None
     served = None
     if isinstance(model, Wav2Vec2ForCTC):
-        served = load_languages(path, model, config.extra.get("target_lang"), languages)
+        target = config.extra.get("target_lang")
+        served = load_languages(path, model, target, languages, language_memory_mb)
     if served is not None:
         tokenizer = served.tokenizers[served.default]
     return LoadedModel(
