@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from tests.checkpoints import TINY, VOCAB, make_checkpoint
+from tests.checkpoints import TINY, VOCAB, make_checkpoint, write_preprocessor
 
 # Three languages, three vocabulary sizes; `deu` ships a .bin adapter (the fallback format).
 LANGUAGES = {
@@ -76,16 +76,5 @@ def make_lid_checkpoint(root: Path, labels: list[str], forced: str, name: str = 
         model.classifier.bias[labels.index(forced)] = 50.0
     path = root / name
     model.save_pretrained(path)
-    (path / "preprocessor_config.json").write_text(
-        json.dumps(
-            {
-                "feature_extractor_type": "Wav2Vec2FeatureExtractor",
-                "feature_size": 1,
-                "sampling_rate": 16000,
-                "padding_value": 0.0,
-                "do_normalize": True,
-                "return_attention_mask": True,
-            }
-        )
-    )
+    write_preprocessor(path, attention_mask=True)
     return path

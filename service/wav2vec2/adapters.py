@@ -1,4 +1,4 @@
-"""MMS language adapters: every language of one checkpoint resident, chosen per clip.
+"""MMS language adapters: every language of one checkpoint served at once, chosen per clip.
 
 An MMS checkpoint (facebook/mms-1b-all) is one Wav2Vec2ForCTC plus, per language, a file
 `adapter.<lang>.safetensors` (or `.bin`) beside it, holding that language's bottleneck adapter
@@ -7,7 +7,8 @@ in every encoder layer (`wav2vec2.encoder.layers.<i>.adapter_layer.*`) and its C
 swaps one language at a time into the model (`load_adapter`). Here every layer holds every
 served language's adapter, and one packed batch routes each clip's frames through its own:
 clips are ordered by language, so a language's frames are one contiguous slice of the packed
-(N, D) tensor, and each layer runs one small GEMM pair per language present.
+(N, D) tensor, and each layer runs one small GEMM pair per language present. Languages are
+all loaded at start, or (with a memory budget) on first use, least recently used dropped.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def adapter_files(path: Path) -> dict[str, Path]:
 
 
 def read_adapter(f: Path) -> dict[str, Tensor]:
+    """An adapter file's tensors, on the CPU."""
     try:
         if f.suffix == ".safetensors":
             return load_file(str(f))
