@@ -8,7 +8,7 @@ for every label so the best one that names a served language can be picked.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -22,6 +22,13 @@ if TYPE_CHECKING:
 
 # A language "auto" found: its code and score, timed as the identifier's request was.
 Found = Timed[tuple[str, float]]
+T = TypeVar("T")
+
+
+def after(first: Timed[Any], then: Timed[T]) -> Timed[T]:
+    """`then`'s result, timed from `first`'s start: the identifier's seconds before ours."""
+    queue = first.queue_time + then.queue_time
+    return Timed(then.result, queue, first.inference_time + then.inference_time)
 
 
 class LanguageChoice:

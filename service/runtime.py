@@ -15,7 +15,6 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import numpy as np
 
@@ -29,7 +28,7 @@ from service.cost import fill_batches
 from service.decoding import BEAM, DecodePool, beam_options
 from service.engine import DEFAULT_OPTIONS, Clip, Engine, Window
 from service.errors import BadFieldError, ModelError, ServiceError, UnavailableError
-from service.language_choice import LanguageChoice
+from service.language_choice import LanguageChoice, after
 from service.languages import AUTO, unsupported
 from service.lm import Decoder, beam_decode
 from service.schemas import ModelCard, Options, Prediction
@@ -223,7 +222,7 @@ class ServedModel:
         metrics.AUDIO_SECONDS.labels(self.name).inc(duration)
         if found is not None:
             prediction = prediction.model_copy(update={"language_score": found.result[1]})
-            forward = _after(found, forward)
+            forward = after(found, forward)
         return TimedPrediction(prediction, forward.queue_time, forward.inference_time, seconds)
 
     async def align(
@@ -243,7 +242,7 @@ class ServedModel:
         plan, outputs = await self._forward(samples, priority, options.language)
         frames = self._engine.stitch(plan, outputs.result)
         if found is not None:
-            outputs = _after(found, outputs)
+            outputs = after(found, outputs)
         if self._aligner is None:
             raise UnavailableError("the model is not accepting requests", retry_after=1.0)
         # Cancelled while it waits for a thread (the client went away), it never runs; once
@@ -455,12 +454,3 @@ class ServedModel:
             decode_final=decode_final if self._beam(options) else None,
         )
         return LiveStream(stream, pcm, metrics.AUDIO_SECONDS.labels(self.name).inc)
-
-
-T = TypeVar("T")
-
-
-def _after(first: Timed[Any], then: Timed[T]) -> Timed[T]:
-    """`then`'s result, timed from `first`'s start: the identifier's seconds before ours."""
-    queue = first.queue_time + then.queue_time
-    return Timed(then.result, queue, first.inference_time + then.inference_time)
