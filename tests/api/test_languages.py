@@ -176,7 +176,7 @@ async def test_align_uses_the_languages_vocabulary(served):
 
 
 @in_module_loop
-async def test_cli_path_predict_now_mixes_nothing_up(served):
+async def test_predict_now_with_auto_identifies_each_clip(served):
     runtime = served.runtime("mms")
     clips = [Audio(speech_like(0.7, seed=s), 0.7, RATE, 1) for s in (1, 2)]
     auto = runtime.predict_now(clips, Options(language="auto"))
