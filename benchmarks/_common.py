@@ -107,7 +107,7 @@ def ours(path: Path, device: str, dtype: str, attention: str) -> tuple[Runner, s
     from service.wav2vec2.loading import load_model
 
     loaded = load_model(str(path), device=device, dtype=dtype, attention=attention)
-    return loaded.forward, loaded.model.wav2vec2.attention_kind
+    return loaded.forward, loaded.model.backbone.attention_kind
 
 
 def transformers_runner(path: Path, device: str, dtype: str, attention: str) -> Runner:

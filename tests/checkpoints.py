@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from service.wav2vec2.family import split_architecture
+
 VOCAB = {
     "<pad>": 0,
     "<s>": 1,
@@ -44,7 +46,8 @@ TINY = dict(
     xvector_output_dim=20,
 )
 
-# name -> (architecture, config overrides, save options)
+# name -> (architecture, config overrides, save options). The architecture picks the
+# transformers config class: "HubertForCTC" -> HubertConfig (family.py's class prefix).
 VARIANTS = {
     "ctc-group": ("Wav2Vec2ForCTC", {}, {}),
     "ctc-layer-stable-bias-bin": (
@@ -100,6 +103,81 @@ VARIANTS = {
     ),
     "base": ("Wav2Vec2Model", {}, {}),
 }
+# Every other architecture of the family: each head transformers has for it and each switch
+# its config class reads (STABLE = the large checkpoints' layer norms).
+STABLE = dict(feat_extract_norm="layer", do_stable_layer_norm=True)
+DATA2VEC = dict(num_conv_pos_embeddings=3, conv_pos_kernel_size=5)  # 3 convs, not TINY's 16
+VARIANTS |= {
+    "hubert-ctc": ("HubertForCTC", {}, {}),
+    "hubert-ctc-stable-bias-noprojnorm": (
+        "HubertForCTC",
+        dict(**STABLE, conv_bias=True, feat_proj_layer_norm=False),
+        {},
+    ),
+    "hubert-ctc-batchnorm-oddkernel": (
+        "HubertForCTC",
+        dict(conv_pos_batch_norm=True, num_conv_pos_embeddings=15),
+        {},
+    ),
+    "hubert-ctc-attn-adapter": ("HubertForCTC", dict(**STABLE, adapter_attn_dim=8), {}),
+    "hubert-classify-weighted-batchnorm": (
+        "HubertForSequenceClassification",
+        dict(use_weighted_layer_sum=True, conv_pos_batch_norm=True),
+        {},
+    ),
+    "hubert-classify-stable": ("HubertForSequenceClassification", STABLE, {}),
+    "hubert-base-old-weightnorm": ("HubertModel", {}, {"old_weight_norm": True}),
+    "data2vec-ctc": ("Data2VecAudioForCTC", DATA2VEC, {}),
+    "data2vec-ctc-bias-evenkernel": (
+        "Data2VecAudioForCTC",
+        dict(DATA2VEC, conv_bias=True, conv_pos_kernel_size=4),
+        {},
+    ),
+    "data2vec-ctc-add-adapter": (
+        "Data2VecAudioForCTC",
+        dict(DATA2VEC, add_adapter=True, output_hidden_size=16, num_adapter_layers=2),
+        {},
+    ),
+    "data2vec-classify-weighted": (
+        "Data2VecAudioForSequenceClassification",
+        dict(DATA2VEC, use_weighted_layer_sum=True),
+        {},
+    ),
+    "data2vec-frames-weighted": (
+        "Data2VecAudioForAudioFrameClassification",
+        dict(DATA2VEC, use_weighted_layer_sum=True),
+        {},
+    ),
+    "data2vec-xvector": ("Data2VecAudioForXVector", DATA2VEC, {}),
+    "data2vec-base": ("Data2VecAudioModel", DATA2VEC, {}),
+    "unispeech-ctc": ("UniSpeechForCTC", {}, {}),
+    "unispeech-ctc-stable-bias-adapter": (
+        "UniSpeechForCTC",
+        dict(**STABLE, conv_bias=True, adapter_attn_dim=8),
+        {},
+    ),
+    "unispeech-classify-weighted": (
+        "UniSpeechForSequenceClassification",
+        dict(use_weighted_layer_sum=True),
+        {},
+    ),
+    "unispeech-base": ("UniSpeechModel", STABLE, {}),
+    "unispeech-sat-ctc-stable-bias": ("UniSpeechSatForCTC", dict(**STABLE, conv_bias=True), {}),
+    "unispeech-sat-ctc-attn-adapter": (
+        "UniSpeechSatForCTC",
+        dict(**STABLE, adapter_attn_dim=8, mask_time_prob=0.0),
+        {},
+    ),
+    "unispeech-sat-classify": ("UniSpeechSatForSequenceClassification", {}, {}),
+    "unispeech-sat-frames-weighted": (
+        "UniSpeechSatForAudioFrameClassification",
+        dict(**STABLE, use_weighted_layer_sum=True),
+        {},
+    ),
+    "unispeech-sat-xvector": ("UniSpeechSatForXVector", dict(use_weighted_layer_sum=True), {}),
+    "unispeech-sat-xvector-stable": ("UniSpeechSatForXVector", STABLE, {}),
+    "unispeech-sat-base": ("UniSpeechSatModel", {}, {}),
+}
 
 
 def make_checkpoint(root: Path, variant: str, seed: int = 0) -> Path:
@@ -108,7 +186,9 @@ def make_checkpoint(root: Path, variant: str, seed: int = 0) -> Path:
 
     architecture, overrides, options = VARIANTS[variant]
     torch.manual_seed(seed)
-    config = transformers.Wav2Vec2Config(
+    parts = split_architecture(architecture)
+    assert parts is not None, architecture
+    config = getattr(transformers, parts[0] + "Config")(
         **{**TINY, **overrides},
         vocab_size=len(VOCAB),
         architectures=[architecture],
@@ -148,7 +228,7 @@ def make_checkpoint(root: Path, variant: str, seed: int = 0) -> Path:
                 "sampling_rate": 16000,
                 "padding_value": 0.0,
                 "do_normalize": True,
-                "return_attention_mask": config.feat_extract_norm == "layer",
+                "return_attention_mask": getattr(config, "feat_extract_norm", "layer") == "layer",
             }
         )
     )
@@ -159,9 +239,13 @@ def _randomize_norms(model: torch.nn.Module) -> None:
     """Norms start at (1, 0): random values catch a norm applied in the wrong place."""
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm)):
+            norms = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.BatchNorm1d)
+            if isinstance(module, norms) and module.weight is not None:
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.2, 0.2)
+            if isinstance(module, torch.nn.BatchNorm1d):  # eval uses the running statistics
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
         if hasattr(model, "layer_weights"):
             model.layer_weights.uniform_(-1, 1)
 
