@@ -178,6 +178,66 @@ VARIANTS |= {
     "unispeech-sat-xvector-stable": ("UniSpeechSatForXVector", STABLE, {}),
     "unispeech-sat-base": ("UniSpeechSatModel", {}, {}),
 }
+# WavLM: 16 buckets up to distance 40 put most of a tiny clip's ~60 frames in log buckets.
+BUCKETS = dict(num_buckets=16, max_bucket_distance=40)
+VARIANTS |= {
+    "wavlm-ctc": ("WavLMForCTC", BUCKETS, {}),
+    "wavlm-ctc-stable-bias": ("WavLMForCTC", dict(**STABLE, **BUCKETS, conv_bias=True), {}),
+    "wavlm-ctc-add-adapter": (
+        "WavLMForCTC",
+        dict(BUCKETS, add_adapter=True, output_hidden_size=16, num_adapter_layers=2),
+        {},
+    ),
+    "wavlm-classify-weighted": (
+        "WavLMForSequenceClassification",
+        dict(BUCKETS, use_weighted_layer_sum=True),
+        {},
+    ),
+    "wavlm-frames-stable-weighted": (
+        "WavLMForAudioFrameClassification",
+        dict(**STABLE, **BUCKETS, use_weighted_layer_sum=True),
+        {},
+    ),
+    "wavlm-xvector-weighted": ("WavLMForXVector", dict(BUCKETS, use_weighted_layer_sum=True), {}),
+    "wavlm-xvector-stable": ("WavLMForXVector", dict(**STABLE, **BUCKETS), {}),
+    "wavlm-base": ("WavLMModel", {}, {}),  # the default 320 buckets: all exact at this length
+    "conformer-ctc-relative": ("Wav2Vec2ConformerForCTC", dict(conv_depthwise_kernel_size=7), {}),
+    "conformer-ctc-rotary-layer-bias": (
+        "Wav2Vec2ConformerForCTC",
+        dict(position_embeddings_type="rotary", feat_extract_norm="layer", conv_bias=True),
+        {},
+    ),
+    "conformer-ctc-nopositions": (
+        "Wav2Vec2ConformerForCTC",
+        dict(position_embeddings_type=None),
+        {},
+    ),
+    "conformer-ctc-add-adapter": (
+        "Wav2Vec2ConformerForCTC",
+        dict(add_adapter=True, output_hidden_size=16, num_adapter_layers=2),
+        {},
+    ),
+    "conformer-classify-weighted-rotary": (
+        "Wav2Vec2ConformerForSequenceClassification",
+        dict(use_weighted_layer_sum=True, position_embeddings_type="rotary"),
+        {},
+    ),
+    "conformer-frames-weighted": (
+        "Wav2Vec2ConformerForAudioFrameClassification",
+        dict(use_weighted_layer_sum=True, conv_depthwise_kernel_size=5),
+        {},
+    ),
+    "conformer-xvector-weighted": (
+        "Wav2Vec2ConformerForXVector",
+        dict(use_weighted_layer_sum=True),
+        {},
+    ),
+    "conformer-base-rotary": (
+        "Wav2Vec2ConformerModel",
+        dict(position_embeddings_type="rotary"),
+        {},
+    ),
+}
 
 
 def make_checkpoint(root: Path, variant: str, seed: int = 0) -> Path:
@@ -197,6 +257,8 @@ def make_checkpoint(root: Path, variant: str, seed: int = 0) -> Path:
     )
     model = getattr(transformers, architecture)(config).eval()
     _randomize_norms(model)
+    if architecture.startswith(("WavLM", "Wav2Vec2Conformer")):
+        _sharpen_positions(model)
     path = root / variant
     kwargs = {}
     if options.get("shard"):
@@ -248,6 +310,30 @@ def _randomize_norms(model: torch.nn.Module) -> None:
                 module.running_var.uniform_(0.5, 2.0)
         if hasattr(model, "layer_weights"):
             model.layer_weights.uniform_(-1, 1)
+
+
+def _sharpen_positions(model: torch.nn.Module) -> None:
+    """At init scale (std 0.02) attention is nearly uniform and a tiny model's output moves
+    by < 1e-4 without its position bias or rotary: larger query/key and position weights make
+    every position term count, so parity fails where one is missing."""
+    scales = {
+        "q_proj.weight": 0.3,
+        "k_proj.weight": 0.3,
+        "linear_q.weight": 0.3,
+        "linear_k.weight": 0.3,
+        "rel_attn_embed.weight": 1.0,
+        "gru_rel_pos_linear.weight": 0.5,
+        "pos_bias_u": 1.0,
+        "pos_bias_v": 1.0,
+        "linear_pos.weight": 0.3,
+    }
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            for suffix, std in scales.items():
+                if name.endswith(suffix):
+                    param.normal_(0.0, std)
+            if name.endswith("gru_rel_pos_const"):
+                param.uniform_(0.5, 1.5)
 
 
 def _force_bin(model: torch.nn.Module, path: Path) -> None:

@@ -38,6 +38,11 @@ class Wav2Vec2Config:
     conv_pos_batch_norm: bool = False  # HuBERT: BatchNorm1d before an un-normed positional conv
     feat_proj_layer_norm: bool = True  # HuBERT: False drops the feature projection's LayerNorm
     do_stable_layer_norm: bool = False
+    num_buckets: int = 320  # WavLM: relative position buckets (wavlm.py)
+    max_bucket_distance: int = 800  # WavLM: distance of the last log-spaced bucket
+    position_embeddings_type: str | None = "relative"  # Conformer: "relative", "rotary" or None
+    rotary_embedding_base: float = 10_000  # Conformer, rotary
+    conv_depthwise_kernel_size: int = 31  # Conformer: convolution module
     # Only decide whether the checkpoint carries `masked_spec_embed` (unused at inference).
     mask_time_prob: float = 0.05
     mask_feature_prob: float = 0.0
@@ -161,6 +166,10 @@ class Wav2Vec2Config:
             raise bad("num_attention_heads", "must divide hidden_size")
         if self.hidden_size % self.num_conv_pos_embedding_groups:
             raise bad("num_conv_pos_embedding_groups", "must divide hidden_size")
+        if self.position_embeddings_type not in ("relative", "rotary", None):
+            raise bad("position_embeddings_type", "must be 'relative', 'rotary' or null")
+        if self.conv_depthwise_kernel_size % 2 == 0:
+            raise bad("conv_depthwise_kernel_size", "must be odd (same-length padding)")
         if self.head == "ForCTC" and not self.vocab_size:
             raise bad("vocab_size", "a CTC head needs a vocabulary size")
         pooled_heads = ("ForSequenceClassification", "ForAudioFrameClassification")

@@ -76,6 +76,8 @@ class Family:
     # Key prefixes of a <name>ForPreTraining checkpoint to drop; None: no pre-training class.
     pretraining_only: tuple[str, ...] | None = WAV2VEC2_PRETRAINING_ONLY
     renames: tuple[tuple[str, str], ...] = WEIGHT_NORM_RENAMES
+    # Key patterns (searched after renaming) its checkpoints hold but its forward never reads.
+    unused: tuple[str, ...] = ()
 
     def architecture(self, head: str) -> str:
         return self.name + head
@@ -93,6 +95,9 @@ class Family:
 
     def compiled_renames(self) -> list[tuple[re.Pattern[str], str]]:
         return [(re.compile(pattern), repl) for pattern, repl in self.renames]
+
+    def is_unused(self, key: str) -> bool:
+        return any(re.search(pattern, key) for pattern in self.unused)
 
 
 FAMILIES = {
@@ -139,6 +144,32 @@ FAMILIES = {
             always_masked_spec_embed=True,
             pretraining_only=WAV2VEC2_PRETRAINING_ONLY
             + ("speaker_proj.", "label_embeddings_concat", "layer_norm_for_extract."),
+        ),
+        Family(
+            "WavLM",
+            "wavlm",
+            "wavlm",
+            reads=frozenset({"add_adapter"}),
+            encoder_layer="wavlm",
+            pretraining_only=None,
+        ),
+        Family(
+            "Wav2Vec2Conformer",
+            "wav2vec2-conformer",
+            "wav2vec2_conformer",
+            defaults={"vocab_size": None},
+            reads=frozenset({"add_adapter"}),
+            # Its encoder is pre-LN in effect: no norm before the layers, one after them.
+            pinned={"do_stable_layer_norm": True},
+            positional="none",
+            encoder_layer="conformer",
+            renames=(
+                (r"\.self_attn\.linear_([qkv])\.", r".self_attn.\1_proj."),
+                (r"\.self_attn\.linear_out\.", ".self_attn.out_proj."),
+            ),
+            # transformers builds a positional conv it never calls, and saves rotary's
+            # inv_freq, which conformer.py computes from the config.
+            unused=(r"encoder\.pos_conv_embed\.", r"encoder\.embed_positions\."),
         ),
     )
 }

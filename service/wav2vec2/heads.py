@@ -14,8 +14,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from service.wav2vec2.config import Wav2Vec2Config
+from service.wav2vec2.conformer import conformer_layer
 from service.wav2vec2.features import FeatureExtractor
-from service.wav2vec2.model import Packed, Wav2Vec2Model
+from service.wav2vec2.model import LayerFactory, Packed, Wav2Vec2Model, transformer_layer
+from service.wav2vec2.wavlm import wavlm_layer
+
+# The encoder layer each family builds (family.encoder_layer).
+ENCODER_LAYERS: dict[str, LayerFactory] = {
+    "transformer": transformer_layer,
+    "wavlm": wavlm_layer,
+    "conformer": conformer_layer,
+}
 
 
 class Head(nn.Module):
@@ -26,7 +35,8 @@ class Head(nn.Module):
         super().__init__()
         self.config = config
         self.prefix = config.family.prefix
-        self.add_module(self.prefix, Wav2Vec2Model(config))
+        make_layer = ENCODER_LAYERS[config.family.encoder_layer]
+        self.add_module(self.prefix, Wav2Vec2Model(config, make_layer))
         self.weighted = config.use_weighted_layer_sum and type(self) is not Wav2Vec2ForCTC
         if self.weighted:
             num_layers = config.num_hidden_layers + 1  # transformer layers + their input

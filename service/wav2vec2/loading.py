@@ -18,6 +18,7 @@ from torch.nn.utils import parametrize
 from service.errors import ModelError
 from service.wav2vec2 import family
 from service.wav2vec2.config import Wav2Vec2Config
+from service.wav2vec2.conformer import ConvolutionModule
 from service.wav2vec2.features import FeatureExtractor
 from service.wav2vec2.heads import Head, build
 from service.wav2vec2.tokenizer import CTCTokenizer
@@ -141,6 +142,8 @@ def rename(
             continue
         for pattern, repl in renames:
             key = pattern.sub(repl, key)
+        if fam.is_unused(key):
+            continue
         if config.head == "Model" and not key.startswith(prefix):
             key = prefix + key  # a bare backbone checkpoint has no prefix
         out[key] = value
@@ -205,6 +208,9 @@ def load_model(
         raise ModelError(f"{path}: {exc}") from exc
     del weights  # the parameters hold the tensors now; fuse_qkv can free the q/k/v ones
     _fold_weight_norms(model)
+    for module in list(model.modules()):
+        if isinstance(module, ConvolutionModule):
+            module.fold_batch_norm()
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
     model = model.to(device=dev, dtype=dt).eval().requires_grad_(False)

@@ -249,21 +249,31 @@ class Attention(nn.Module):
             p.weight = nn.Parameter(weight[i * d : (i + 1) * d], requires_grad=False)
             p.bias = nn.Parameter(bias[i * d : (i + 1) * d], requires_grad=False)
 
-    def forward(self, x: Tensor, frames: Frames, bias: list[Tensor] | None = None) -> Tensor:
-        """x: (N, D) -> (N, D); bias: an additive score bias per clip, (H, T_i, T_i) each."""
-        n, d = x.shape
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x: (N, D) -> q, k, v, (N, H, d_head) each."""
+        n = x.shape[0]
         if self.qkv is not None:
-            q, k, v = self.qkv(x).view(n, 3, self.num_heads, -1).unbind(1)  # 3 x (N, H, d_head)
-        else:
-            q, k, v = (
-                p(x).view(n, self.num_heads, -1) for p in (self.q_proj, self.k_proj, self.v_proj)
-            )
+            return self.qkv(x).view(n, 3, self.num_heads, -1).unbind(1)  # type: ignore[return-value]
+        q, k, v = (
+            p(x).view(n, self.num_heads, -1) for p in (self.q_proj, self.k_proj, self.v_proj)
+        )
+        return q, k, v
+
+    def attend(
+        self, q: Tensor, k: Tensor, v: Tensor, frames: Frames, bias: list[Tensor] | None = None
+    ) -> Tensor:
+        """Each clip's frames attend to that clip's frames: (N, H, d_head) x 3 -> (N, D).
+        bias: an additive score bias per clip, (H, T_i, T_i) each, or None."""
         if bias is not None:
             out = biased_per_clip(q, k, v, frames.cu, bias)
         else:
             assert self.kernel is not None
             out = self.kernel(q, k, v, frames.cu, frames.max_len)  # (N, H, d_head)
-        return self.out_proj(out.reshape(n, d))
+        return self.out_proj(out.reshape(q.shape[0], -1))
+
+    def forward(self, x: Tensor, frames: Frames, bias: list[Tensor] | None = None) -> Tensor:
+        """x: (N, D) -> (N, D)."""
+        return self.attend(*self.project(x), frames, bias)
 
 
 class FeedForward(nn.Module):
@@ -294,10 +304,10 @@ class AttnAdapterLayer(nn.Module):
 class EncoderLayer(nn.Module):
     """Post-LN (wav2vec2-base) or pre-LN ("stable layer norm", large and MMS) layer."""
 
-    def __init__(self, config: Wav2Vec2Config) -> None:
+    def __init__(self, config: Wav2Vec2Config, attention: Attention | None = None) -> None:
         super().__init__()
         self.pre_ln = config.do_stable_layer_norm
-        self.attention = Attention(config)
+        self.attention = attention or Attention(config)  # WavLM passes its biased one
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.feed_forward = FeedForward(config)
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -315,29 +325,35 @@ class EncoderLayer(nn.Module):
         return self.final_layer_norm(x + self.feed_forward(x))
 
 
-# The classes family.py's switches name. Another architecture's layer (the Conformer's)
-# registers here; it takes (x (N, D), Frames) and returns (N, D) as EncoderLayer does.
-POSITIONAL: dict[str, Callable[[Wav2Vec2Config], nn.Module]] = {
+# The positional modules family.py's switches name; "none": the Conformer, whose positions
+# are in its attention (transformers builds its pos_conv_embed but never calls it).
+POSITIONAL: dict[str, Callable[[Wav2Vec2Config], nn.Module | None]] = {
     "conv": PositionalConvEmbedding,
     "conv_stack": PositionalConvStack,
+    "none": lambda config: None,
 }
-ENCODER_LAYERS: dict[str, Callable[[Wav2Vec2Config], nn.Module]] = {"transformer": EncoderLayer}
+# Builds encoder layer i: (config, i) -> a module taking (x (N, D), Frames), returning (N, D).
+# heads.py picks it by family.encoder_layer (WavLM's and the Conformer's live in their files).
+LayerFactory = Callable[[Wav2Vec2Config, int], nn.Module]
+
+
+def transformer_layer(config: Wav2Vec2Config, i: int) -> nn.Module:
+    return EncoderLayer(config)
 
 
 class Encoder(nn.Module):
-    def __init__(self, config: Wav2Vec2Config) -> None:
+    def __init__(self, config: Wav2Vec2Config, make_layer: LayerFactory) -> None:
         super().__init__()
         self.pre_ln = config.do_stable_layer_norm
         self.pos_conv_embed = POSITIONAL[config.family.positional](config)
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        layer = ENCODER_LAYERS[config.family.encoder_layer]
-        self.layers = nn.ModuleList(layer(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(make_layer(config, i) for i in range(config.num_hidden_layers))
 
     def forward(self, x: Packed, keep_hidden_states: bool = False) -> tuple[Tensor, list[Tensor]]:
         """x: Packed (N, D) -> last hidden state (N, D) and, if asked, every layer's input
         plus the last layer's output (transformers 5's `hidden_states`: before the final
         layer norm of pre-LN encoders)."""
-        h = x.data + self.pos_conv_embed(x)
+        h = x.data if self.pos_conv_embed is None else x.data + self.pos_conv_embed(x)
         if not self.pre_ln:
             h = self.layer_norm(h)
         frames = Frames.of(x)
@@ -385,7 +401,9 @@ class Adapter(nn.Module):
 
 
 class Wav2Vec2Model(nn.Module):
-    def __init__(self, config: Wav2Vec2Config) -> None:
+    def __init__(
+        self, config: Wav2Vec2Config, make_layer: LayerFactory = transformer_layer
+    ) -> None:
         super().__init__()
         self.config = config
         self.feature_extractor = FeatureEncoder(config)
@@ -393,7 +411,7 @@ class Wav2Vec2Model(nn.Module):
         if config.has_masked_spec_embed:
             # Training-only SpecAugment vector; kept so checkpoints load strictly.
             self.masked_spec_embed = nn.Parameter(torch.zeros(config.hidden_size))
-        self.encoder = Encoder(config)
+        self.encoder = Encoder(config, make_layer)
         self.adapter = Adapter(config) if config.add_adapter else None
         self.set_attention("auto")
 
