@@ -160,6 +160,8 @@ def find(model_type: str | None, architecture: str | None) -> Family | None:
     """The family config.json names by `model_type`, else by its architecture's class prefix."""
     if model_type is not None:
         return FAMILIES.get(model_type)
-    parts = split_architecture(architecture or "")
+    if architecture is None:  # a config.json naming neither: Wav2Vec2's (transformers' default)
+        return FAMILIES["wav2vec2"]
+    parts = split_architecture(architecture)
     by_name = {f.name: f for f in FAMILIES.values()}
-    return by_name.get(parts[0]) if parts else FAMILIES["wav2vec2"]
+    return by_name.get(parts[0]) if parts else None

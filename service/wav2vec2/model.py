@@ -294,7 +294,7 @@ class AttnAdapterLayer(nn.Module):
 class EncoderLayer(nn.Module):
     """Post-LN (wav2vec2-base) or pre-LN ("stable layer norm", large and MMS) layer."""
 
-    def __init__(self, config: Wav2Vec2Config) -> None:
+    def __init__(self, config: Wav2Vec2Config, index: int = 0) -> None:
         super().__init__()
         self.pre_ln = config.do_stable_layer_norm
         self.attention = Attention(config)
@@ -315,13 +315,16 @@ class EncoderLayer(nn.Module):
         return self.final_layer_norm(x + self.feed_forward(x))
 
 
-# The classes family.py's switches name. Another architecture's layer (the Conformer's)
-# registers here; it takes (x (N, D), Frames) and returns (N, D) as EncoderLayer does.
+# The classes family.py's switches name. Another architecture's layer (WavLM's, the
+# Conformer's) registers here: built as cls(config, index), called as EncoderLayer is,
+# layer(x (N, D), Frames) -> (N, D).
 POSITIONAL: dict[str, Callable[[Wav2Vec2Config], nn.Module]] = {
     "conv": PositionalConvEmbedding,
     "conv_stack": PositionalConvStack,
 }
-ENCODER_LAYERS: dict[str, Callable[[Wav2Vec2Config], nn.Module]] = {"transformer": EncoderLayer}
+ENCODER_LAYERS: dict[str, Callable[[Wav2Vec2Config, int], nn.Module]] = {
+    "transformer": EncoderLayer
+}
 
 
 class Encoder(nn.Module):
@@ -331,7 +334,7 @@ class Encoder(nn.Module):
         self.pos_conv_embed = POSITIONAL[config.family.positional](config)
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         layer = ENCODER_LAYERS[config.family.encoder_layer]
-        self.layers = nn.ModuleList(layer(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(layer(config, i) for i in range(config.num_hidden_layers))
 
     def forward(self, x: Packed, keep_hidden_states: bool = False) -> tuple[Tensor, list[Tensor]]:
         """x: Packed (N, D) -> last hidden state (N, D) and, if asked, every layer's input
