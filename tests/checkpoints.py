@@ -116,7 +116,7 @@ VARIANTS |= {
     ),
     "hubert-ctc-batchnorm-oddkernel": (
         "HubertForCTC",
-        dict(conv_pos_batch_norm=True, num_conv_pos_embeddings=15),
+        dict(conv_pos_batch_norm=True, num_conv_pos_embeddings=15, feat_extract_norm="layer"),
         {},
     ),
     "hubert-ctc-attn-adapter": ("HubertForCTC", dict(**STABLE, adapter_attn_dim=8), {}),

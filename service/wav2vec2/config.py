@@ -183,6 +183,8 @@ class Wav2Vec2Config:
         found = family.find(raw.get("model_type"), architectures[0])
         if found is not None:
             raw = {"model_type": found.model_type, **found.config_values(raw)}
+            if not raw.get("architectures"):  # a bare backbone's config.json may name none
+                raw["architectures"] = [found.architecture("Model")]
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in raw.items() if k in names}
         for key in (

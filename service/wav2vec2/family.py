@@ -66,9 +66,10 @@ class Family:
     # Fields its modeling file hard-codes whatever config.json says.
     pinned: Mapping[str, Any] = field(default_factory=dict)
     # Which positional module model.py builds: "conv" (one weight-normed conv, or batch norm
-    # then a plain conv) or "conv_stack" (Data2VecAudio's convs with weightless LayerNorm).
+    # then a plain conv), "conv_stack" (Data2VecAudio's convs with weightless LayerNorm) or
+    # "none" (the Conformer: its positions are in its attention).
     positional: str = "conv"
-    # Which encoder layer class model.py builds (ENCODER_LAYERS): the hook for the Conformer.
+    # Which encoder layer heads.ENCODER_LAYERS builds: "transformer", "wavlm", "conformer".
     # A layer may set Frames.position_bias for the layers after it: the hook for WavLM.
     encoder_layer: str = "transformer"
     # Its Model carries masked_spec_embed (training-only) even when masking is off.
@@ -191,6 +192,8 @@ def find(model_type: str | None, architecture: str | None) -> Family | None:
     """The family config.json names by `model_type`, else by its architecture's class prefix."""
     if model_type is not None:
         return FAMILIES.get(model_type)
-    parts = split_architecture(architecture or "")
+    if architecture is None:  # a config.json naming neither: Wav2Vec2's (transformers' default)
+        return FAMILIES["wav2vec2"]
+    parts = split_architecture(architecture)
     by_name = {f.name: f for f in FAMILIES.values()}
-    return by_name.get(parts[0]) if parts else FAMILIES["wav2vec2"]
+    return by_name.get(parts[0]) if parts else None
