@@ -42,21 +42,33 @@ CONFIGS: dict[str, dict] = {
         num_conv_pos_embedding_groups=4,
     ),
 }
+# --arch: config.json's model_type -> transformers' class prefix (its Config and ForCTC).
+ARCHS = {
+    "wav2vec2": "Wav2Vec2",
+    "hubert": "Hubert",
+    "data2vec-audio": "Data2VecAudio",
+    "unispeech": "UniSpeech",
+    "unispeech-sat": "UniSpeechSat",
+    "wavlm": "WavLM",
+    "wav2vec2-conformer": "Wav2Vec2Conformer",
+}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # The mixed-length batch: 8 clips spread over 2-15 s (64.6 s of audio, 120 s once padded).
 BATCH_SECONDS = [2.0, 3.7, 5.2, 6.8, 8.4, 10.3, 12.6, 15.0]
 
 
-def save_checkpoint(path: Path, config: str, seed: int = 0) -> Path:
-    """A random Wav2Vec2ForCTC of the named size, written with save_pretrained (+ vocab)."""
+def save_checkpoint(path: Path, config: str, seed: int = 0, arch: str = "wav2vec2") -> Path:
+    """A random <arch>ForCTC of the named size (its config class's defaults for the rest:
+    the Conformer's relative positions, WavLM's 320 buckets), written with save_pretrained."""
     import transformers
 
     torch.manual_seed(seed)
-    cfg = transformers.Wav2Vec2Config(
-        **CONFIGS[config], vocab_size=len(VOCAB), architectures=["Wav2Vec2ForCTC"]
+    prefix = ARCHS[arch]
+    cfg = getattr(transformers, prefix + "Config")(
+        **CONFIGS[config], vocab_size=len(VOCAB), architectures=[prefix + "ForCTC"]
     )
-    transformers.Wav2Vec2ForCTC(cfg).eval().save_pretrained(path)
+    getattr(transformers, prefix + "ForCTC")(cfg).eval().save_pretrained(path)
     (path / "vocab.json").write_text(json.dumps(VOCAB))
     preprocessor = {
         "feature_extractor_type": "Wav2Vec2FeatureExtractor",
@@ -64,7 +76,7 @@ def save_checkpoint(path: Path, config: str, seed: int = 0) -> Path:
         "sampling_rate": RATE,
         "padding_value": 0.0,
         "do_normalize": True,
-        "return_attention_mask": cfg.feat_extract_norm == "layer",
+        "return_attention_mask": getattr(cfg, "feat_extract_norm", "layer") == "layer",
     }
     (path / "preprocessor_config.json").write_text(json.dumps(preprocessor))
     return path
@@ -110,13 +122,18 @@ def ours(path: Path, device: str, dtype: str, attention: str) -> tuple[Runner, s
     return loaded.forward, loaded.model.backbone.attention_kind
 
 
-def transformers_runner(path: Path, device: str, dtype: str, attention: str) -> Runner:
+def transformers_runner(path: Path, device: str, dtype: str, attention: str) -> tuple[Runner, str]:
     """transformers as its docs say: the feature extractor pads the batch (per-clip
-    normalisation included); the attention mask only where the config asks for one."""
+    normalisation included); the attention mask only where the config asks for one.
+    Returns the runner and the attention implementation it got."""
     import transformers
 
     impl = {"sdpa": "sdpa", "flash": "flash_attention_2", "eager": "eager"}[attention]
-    model = transformers.Wav2Vec2ForCTC.from_pretrained(path, attn_implementation=impl)
+    architecture = transformers.AutoConfig.from_pretrained(path).architectures[0]
+    model_class = getattr(transformers, architecture)
+    if impl == "sdpa" and not model_class._supports_sdpa:
+        impl = "eager"  # WavLM: transformers has no other attention for it
+    model = model_class.from_pretrained(path, attn_implementation=impl)
     model = model.to(device=device, dtype=DTYPES[dtype]).eval()
     extractor = transformers.Wav2Vec2FeatureExtractor.from_pretrained(path)
     use_mask = extractor.return_attention_mask
@@ -136,7 +153,7 @@ def transformers_runner(path: Path, device: str, dtype: str, attention: str) -> 
             logits = model(**kwargs).logits  # (B, T_max, vocab)
         return [x.float().cpu().numpy() for x in logits]
 
-    return run
+    return run, impl
 
 
 def timed(run: Runner, clips: list[np.ndarray], device: str) -> float:

@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:  # `python benchmarks/bench_engine.py` from anywhe
     sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import (  # noqa: E402
+    ARCHS,
     CONFIGS,
     cases,
     ours,
@@ -47,6 +48,7 @@ SIDES = ("ours", "transformers")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config", choices=sorted(CONFIGS), default="base")
+    p.add_argument("--arch", choices=sorted(ARCHS), default="wav2vec2", help="model_type")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--attention", choices=["sdpa", "flash", "eager"], default="sdpa")
@@ -137,7 +139,7 @@ def memory_child(args: argparse.Namespace) -> None:
     if args.memory_child == "ours":
         run, _ = ours(args.checkpoint, args.device, args.dtype, args.attention)
     else:
-        run = transformers_runner(args.checkpoint, args.device, args.dtype, args.attention)
+        run, _ = transformers_runner(args.checkpoint, args.device, args.dtype, args.attention)
     sync(args.device)
     loaded = _peak_rss_mib()
     reset = _reset_peak_rss()
@@ -196,15 +198,16 @@ def measure_memory(args: argparse.Namespace, checkpoint: Path, case: str) -> dic
 def run(args: argparse.Namespace) -> dict:
     all_cases = cases(args.smoke, args.device)
     names = [c for c in args.cases.split(",") if c] or list(all_cases)
-    report: dict = {"config": args.config, "dtype": args.dtype, "device": args.device}
+    report: dict = {"config": args.config, "arch": args.arch, "dtype": args.dtype}
+    report["device"] = args.device
     report["environment"] = environment(args)
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = save_checkpoint(Path(tmp) / args.config, args.config)
+        checkpoint = save_checkpoint(Path(tmp) / args.config, args.config, arch=args.arch)
         run_ours, kind = ours(checkpoint, args.device, args.dtype, args.attention)
         runners = {"ours": run_ours}
         report["attention"] = {"ours": kind, "transformers": args.attention}
         try:
-            runners["transformers"] = transformers_runner(
+            runners["transformers"], report["attention"]["transformers"] = transformers_runner(
                 checkpoint, args.device, args.dtype, args.attention
             )
         except Exception as exc:  # e.g. flash_attention_2 without the flash-attn package
@@ -230,7 +233,8 @@ def markdown(report: dict) -> str:
     env = report["environment"]
     hw = env.get("gpu") or f"{env['cpu']} ({env['cores']} cores, {env['threads']} threads)"
     lines = [
-        f"Engine vs transformers: `{report['config']}` config, {report['dtype']} on "
+        f"Engine vs transformers: {report['arch']} `{report['config']}` config, "
+        f"{report['dtype']} on "
         f"{report['device']}, attention ours={report['attention']['ours']} / "
         f"transformers={report['attention']['transformers']}",
         "",

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from service.wav2vec2.loading import load_model
-from service.wav2vec2.wavlm import WavLMAttention, relative_buckets
+from service.wav2vec2.wavlm import WavLMAttention, relative_buckets, use_flex
 from tests.checkpoints import speech_like
 from tests.test_wav2vec2 import ours, reference, rel_err
 
@@ -67,3 +67,19 @@ def test_ctc_text_and_labels_match_transformers(checkpoints):
         )
         (got,) = ours(classify, [audio])
         assert int(np.argmax(got.numpy())) == int(want.argmax())
+
+
+@pytest.mark.slow
+def test_flex_attention_equals_per_clip_sdpa(checkpoints):
+    """The FlexAttention path (same-clip block mask, bias as score modifier) on CPU: compiles
+    for minutes, then gives the per-clip SDPA answer for a mixed batch."""
+    loaded = load_model(str(checkpoints("wavlm-ctc-stable-bias")))
+    clips = [speech_like(s, seed=i) for i, s in enumerate((1.7, 0.6, 2.4))]
+    want = ours(loaded, clips)
+    use_flex(loaded.model)
+    try:
+        got = ours(loaded, clips)
+    finally:
+        use_flex(loaded.model, on=False)
+    for g, w in zip(got, want):
+        assert rel_err(g, w) <= 1e-5

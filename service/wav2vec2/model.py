@@ -74,9 +74,9 @@ class Frames:
     lengths: list[int]
     cu: Tensor  # (B + 1,) int32 cumulative frame counts
     max_len: int
-    # Hook for WavLM: a layer may leave a per-clip attention bias, (H, T_i, T_i) each, for
-    # the layers after it (its bias table lives in layer 0 and is shared by all layers).
-    position_bias: list[Tensor] | None = None
+    # Hook for WavLM: layer 0 leaves its relative position bias here for the layers after it
+    # (the table lives in layer 0 only): one score per head and distance, (H, 2 max_len - 1).
+    position_bias: Tensor | None = None
 
     @staticmethod
     def of(x: Packed) -> Frames:

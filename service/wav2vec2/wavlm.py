@@ -11,7 +11,9 @@ only: batch invariance holds as for Wav2Vec2.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -42,13 +44,14 @@ class WavLMAttention(Attention):
         self.gru_rel_pos_linear = nn.Linear(config.hidden_size // h, 8)
         if has_table:
             self.rel_attn_embed = nn.Embedding(self.num_buckets, h)
+        self.flex = False  # use_flex(): FlexAttention instead of per-clip SDPA with a mask
 
-    def table(self, length: int) -> Tensor:
-        """The ungated bias of a `length`-frame clip, (H, T, T); a shorter clip's is its
-        top-left corner (it depends on key - query only)."""
-        pos = torch.arange(length, device=self.rel_attn_embed.weight.device)
-        buckets = relative_buckets(pos[None, :] - pos[:, None], self.num_buckets, self.max_distance)
-        return self.rel_attn_embed(buckets).permute(2, 0, 1)  # (H, T, T)
+    def table(self, max_len: int) -> Tensor:
+        """The ungated bias by distance, (H, 2 max_len - 1): column max_len - 1 + (key - query).
+        It depends on key - query only, so one table serves every clip of the batch."""
+        distance = torch.arange(1 - max_len, max_len, device=self.rel_attn_embed.weight.device)
+        buckets = relative_buckets(distance, self.num_buckets, self.max_distance)
+        return self.rel_attn_embed(buckets).T  # (H, 2 max_len - 1)
 
     def gate(self, x: Tensor) -> Tensor:
         """x: (N, D) attention input -> (N, H) factor on each query frame's bias row."""
@@ -58,17 +61,63 @@ class WavLMAttention(Attention):
         return gate_a * (gate_b * self.gru_rel_pos_const.view(1, -1) - 1.0) + 2.0
 
     def forward(self, x: Tensor, frames: Frames, bias: list[Tensor] | None = None) -> Tensor:
-        """x: (N, D) -> (N, D). Layer 0 leaves each clip's ungated bias in frames."""
+        """x: (N, D) -> (N, D). Layer 0 leaves the bias table in frames for the others."""
         if frames.position_bias is None:
-            table = self.table(frames.max_len)
-            frames.position_bias = [table[:, :n, :n] for n in frames.lengths]
-        gate = self.gate(x)  # (N, H)
-        bounds = frames.cu.tolist()
-        gated = [
-            gate[a:b].T[:, :, None] * clip  # (H, T, 1) * (H, T, T)
-            for a, b, clip in zip(bounds[:-1], bounds[1:], frames.position_bias)
-        ]
-        return super().forward(x, frames, gated)
+            frames.position_bias = self.table(frames.max_len)
+        table, gate = frames.position_bias, self.gate(x)  # (H, 2L - 1), (N, H)
+        q, k, v = self.project(x)
+        if self.flex:
+            out = flex_biased(q, k, v, frames, table, gate)
+            return self.out_proj(out.reshape(x.shape[0], -1))
+        bounds, offset = frames.cu.tolist(), frames.max_len - 1
+        gated = []
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            pos = torch.arange(b - a, device=x.device)
+            clip = table[:, pos[None, :] - pos[:, None] + offset]  # (H, T, T)
+            gated.append(gate[a:b].T[:, :, None] * clip)  # gate per query row
+        return self.attend(q, k, v, frames, gated)
+
+
+def flex_biased(
+    q: Tensor, k: Tensor, v: Tensor, frames: Frames, table: Tensor, gate: Tensor
+) -> Tensor:
+    """FlexAttention over the packed (N, H, d) tensors: a same-clip block mask, and the gated
+    bias as a score modifier read from the (H, 2L - 1) table, so no (H, T, T) bias is
+    materialised. Compiled on first use (about 2 minutes on this CPU, where it brings nothing
+    over per-clip SDPA; meant for CUDA, where it replaces B small kernels by one)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    lengths = torch.tensor(frames.lengths, device=q.device)
+    clip = torch.repeat_interleave(torch.arange(len(frames.lengths), device=q.device), lengths)
+    last = table.shape[1] - 1
+    offset = frames.max_len - 1
+
+    def same_clip(b: Tensor, h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
+        return clip[qi] == clip[ki]
+
+    def score_mod(score: Tensor, b: Tensor, h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
+        # Pairs across clips are masked out, but their index must stay inside the table.
+        return score + gate[qi, h] * table[h, (ki - qi + offset).clamp(0, last)]
+
+    n = q.shape[0]
+    mask = create_block_mask(same_clip, None, None, n, n, device=q.device)
+    packed = [t.transpose(0, 1)[None] for t in (q, k, v)]  # (1, H, N, d)
+    out = _flex_attention()(*packed, score_mod=score_mod, block_mask=mask)
+    return out[0].transpose(0, 1)  # (N, H, d)
+
+
+@functools.cache
+def _flex_attention() -> Callable[..., Tensor]:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=True)
+
+
+def use_flex(model: nn.Module, on: bool = True) -> None:
+    """Switches every WavLM attention of `model` to FlexAttention (or back)."""
+    for module in model.modules():
+        if isinstance(module, WavLMAttention):
+            module.flex = on
 
 
 def wavlm_layer(config: Wav2Vec2Config, i: int) -> EncoderLayer:
