@@ -19,7 +19,11 @@ from tests.test_wav2vec2 import ours, reference, rel_err
 
 transformers = pytest.importorskip("transformers")
 
-FAMILY_VARIANTS = sorted(v for v, (arch, _, _) in VARIANTS.items() if not arch.startswith("Wav2"))
+FAMILY_VARIANTS = sorted(
+    v
+    for v, (arch, _, _) in VARIANTS.items()
+    if split_architecture(arch)[0] != "Wav2Vec2"  # type: ignore[index]
+)
 
 
 @pytest.mark.parametrize("fam", list(FAMILIES.values()), ids=list(FAMILIES))
@@ -107,6 +111,9 @@ def test_batch_invariance(checkpoints, variant):
         "data2vec-ctc",
         "unispeech-ctc",
         "unispeech-sat-ctc-stable-bias",
+        "wavlm-ctc-stable-bias",
+        "conformer-ctc-rotary-layer-bias",
+        "conformer-ctc-relative",
     ],
 )
 def test_labels_and_text_equal_transformers(checkpoints, variant):
@@ -140,13 +147,16 @@ def padded_reference(path, architecture: str, clips: list[np.ndarray]) -> list[t
         ("data2vec-ctc", True),
         ("hubert-ctc-batchnorm-oddkernel", True),
         ("hubert-ctc-stable-bias-noprojnorm", False),  # layer norms only: padding is masked
+        ("conformer-ctc-relative", True),  # the depthwise conv reads the padding
+        ("wavlm-ctc-stable-bias", False),
     ],
 )
 def test_padded_transformers_batches_differ_where_documented(
     checkpoints, variant, padding_changes_transformers
 ):
     """Why parity is clip by clip (docs/api.md): transformers' padded batch lets Data2Vec's
-    later positional convs and HuBERT's batch norm see padding; ours equals each clip alone."""
+    later positional convs, HuBERT's batch norm and the Conformer's depthwise convs see
+    padding; ours equals each clip alone."""
     path = checkpoints(variant)
     architecture = VARIANTS[variant][0]
     clips = [speech_like(0.6, seed=1), speech_like(2.5, seed=2)]
