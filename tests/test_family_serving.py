@@ -4,12 +4,14 @@ XVector checkpoint answer every endpoint their head fits, and /v1/models names t
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 
 import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from websockets.sync.client import connect
 
 from service.wav2vec2.loading import load_model
 from tests.checkpoints import speech_like
@@ -61,6 +63,18 @@ def test_hubert_transcribes_as_loaded_directly(server, checkpoints):
     assert [w["word"] for w in r.json()["words"]] == ["A"]
     r = post(server, "embed", "hub", wav(audio))
     assert r.status_code == 422 and r.json()["error"]["code"] == "wrong_task"
+
+
+def test_hubert_streams(server):
+    audio = speech_like(2.0, seed=7)
+    with connect(server.replace("http", "ws") + "/v1/stream") as ws:
+        ws.send(json.dumps({"type": "start", "model": "hub", "encoding": "pcm_f32le"}))
+        assert json.loads(ws.recv())["type"] == "ready"
+        ws.send(audio.tobytes())
+        ws.send(json.dumps({"type": "stop"}))
+        messages = [json.loads(m) for m in ws]
+    assert [m["type"] for m in messages if m["type"] not in ("final", "partial")] == ["end"]
+    assert messages[-1]["duration"] == pytest.approx(2.0)
 
 
 def test_unispeech_sat_embeds_and_verifies(server, checkpoints):
