@@ -14,13 +14,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from service.wav2vec2.family import FAMILIES
+
 RATE = 16_000
 VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4}
 VOCAB.update({c: i + 5 for i, c in enumerate("ETAONIHSRDLUMWCFGYPBVK'XJQZ")})
 
-# transformers.Wav2Vec2Config overrides. base = the defaults (facebook/wav2vec2-base-960h shape:
-# group norm, post-LN, 12 x 768); large = facebook/wav2vec2-large-960h-lv60-self's shape
-# (layer norm, pre-LN "stable", 24 x 1024, conv bias), which wants an attention mask.
+# The architectures --arch takes: transformers' class prefixes of the family (family.py).
+ARCHS = sorted(f.name for f in FAMILIES.values())
+
+# Overrides of the --arch's transformers config class (Wav2Vec2Config, HubertConfig, ...).
+# base = the defaults (facebook/wav2vec2-base-960h shape: group norm, post-LN, 12 x 768; for
+# Data2VecAudio, its own base: layer norm, 5 positional convs); large =
+# facebook/wav2vec2-large-960h-lv60-self's shape (layer norm, pre-LN "stable", 24 x 1024,
+# conv bias), which wants an attention mask.
 CONFIGS: dict[str, dict] = {
     "base": {},
     "large": dict(
@@ -42,33 +49,21 @@ CONFIGS: dict[str, dict] = {
         num_conv_pos_embedding_groups=4,
     ),
 }
-# --arch: config.json's model_type -> transformers' class prefix (its Config and ForCTC).
-ARCHS = {
-    "wav2vec2": "Wav2Vec2",
-    "hubert": "Hubert",
-    "data2vec-audio": "Data2VecAudio",
-    "unispeech": "UniSpeech",
-    "unispeech-sat": "UniSpeechSat",
-    "wavlm": "WavLM",
-    "wav2vec2-conformer": "Wav2Vec2Conformer",
-}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # The mixed-length batch: 8 clips spread over 2-15 s (64.6 s of audio, 120 s once padded).
 BATCH_SECONDS = [2.0, 3.7, 5.2, 6.8, 8.4, 10.3, 12.6, 15.0]
 
 
-def save_checkpoint(path: Path, config: str, seed: int = 0, arch: str = "wav2vec2") -> Path:
-    """A random <arch>ForCTC of the named size (its config class's defaults for the rest:
-    the Conformer's relative positions, WavLM's 320 buckets), written with save_pretrained."""
+def save_checkpoint(path: Path, config: str, seed: int = 0, arch: str = "Wav2Vec2") -> Path:
+    """A random <arch>ForCTC of the named size, written with save_pretrained (+ vocab)."""
     import transformers
 
     torch.manual_seed(seed)
-    prefix = ARCHS[arch]
-    cfg = getattr(transformers, prefix + "Config")(
-        **CONFIGS[config], vocab_size=len(VOCAB), architectures=[prefix + "ForCTC"]
+    cfg = getattr(transformers, arch + "Config")(
+        **CONFIGS[config], vocab_size=len(VOCAB), architectures=[arch + "ForCTC"]
     )
-    getattr(transformers, prefix + "ForCTC")(cfg).eval().save_pretrained(path)
+    getattr(transformers, arch + "ForCTC")(cfg).eval().save_pretrained(path)
     (path / "vocab.json").write_text(json.dumps(VOCAB))
     preprocessor = {
         "feature_extractor_type": "Wav2Vec2FeatureExtractor",
@@ -76,6 +71,7 @@ def save_checkpoint(path: Path, config: str, seed: int = 0, arch: str = "wav2vec
         "sampling_rate": RATE,
         "padding_value": 0.0,
         "do_normalize": True,
+        # Data2VecAudio's config has no feat_extract_norm: its convs are all layer-normed.
         "return_attention_mask": getattr(cfg, "feat_extract_norm", "layer") == "layer",
     }
     (path / "preprocessor_config.json").write_text(json.dumps(preprocessor))
@@ -122,17 +118,25 @@ def ours(path: Path, device: str, dtype: str, attention: str) -> tuple[Runner, s
     return loaded.forward, loaded.model.backbone.attention_kind
 
 
-def transformers_runner(path: Path, device: str, dtype: str, attention: str) -> tuple[Runner, str]:
+def transformers_attention(arch: str, impl: str) -> str:
+    """The attention implementation transformers runs `arch` with when asked for `impl`."""
+    import transformers
+
+    if impl == "sdpa" and not getattr(transformers, arch + "ForCTC")._supports_sdpa:
+        return "eager"  # WavLM: transformers has no other attention for it
+    return impl
+
+
+def transformers_runner(
+    path: Path, device: str, dtype: str, attention: str, arch: str = "Wav2Vec2"
+) -> Runner:
     """transformers as its docs say: the feature extractor pads the batch (per-clip
-    normalisation included); the attention mask only where the config asks for one.
-    Returns the runner and the attention implementation it got."""
+    normalisation included); the attention mask only where the config asks for one."""
     import transformers
 
     impl = {"sdpa": "sdpa", "flash": "flash_attention_2", "eager": "eager"}[attention]
-    architecture = transformers.AutoConfig.from_pretrained(path).architectures[0]
-    model_class = getattr(transformers, architecture)
-    if impl == "sdpa" and not model_class._supports_sdpa:
-        impl = "eager"  # WavLM: transformers has no other attention for it
+    model_class = getattr(transformers, arch + "ForCTC")
+    impl = transformers_attention(arch, impl)
     model = model_class.from_pretrained(path, attn_implementation=impl)
     model = model.to(device=device, dtype=DTYPES[dtype]).eval()
     extractor = transformers.Wav2Vec2FeatureExtractor.from_pretrained(path)
@@ -153,7 +157,7 @@ def transformers_runner(path: Path, device: str, dtype: str, attention: str) -> 
             logits = model(**kwargs).logits  # (B, T_max, vocab)
         return [x.float().cpu().numpy() for x in logits]
 
-    return run, impl
+    return run
 
 
 def timed(run: Runner, clips: list[np.ndarray], device: str) -> float:

@@ -167,7 +167,10 @@ def test_padded_transformers_batches_differ_where_documented(
     assert (rel_err(padded[0], alone) > 1e-4) == padding_changes_transformers
 
 
-@pytest.mark.parametrize("architecture", ["UniSpeechForPreTraining", "UniSpeechSatForPreTraining"])
+@pytest.mark.parametrize(
+    "architecture",
+    ["UniSpeechForPreTraining", "UniSpeechSatForPreTraining", "Wav2Vec2ConformerForPreTraining"],
+)
 def test_pretraining_checkpoints_serve_embeddings_of_their_encoder(tmp_path, architecture):
     fam = FAMILIES[find(None, architecture).model_type]
     config = getattr(transformers, fam.name + "Config")(
