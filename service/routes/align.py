@@ -84,6 +84,13 @@ ALIGN_ERRORS: dict[int | str, dict[str, Any]] = {
     openapi_extra=ALIGN_BODY,
     responses=ALIGN_ERRORS,
     summary="Forced alignment: the transcript's word and character times in the audio.",
+    description="The best CTC path of the transcript through the clip's emissions (the same "
+    "batched forward pass as transcription), in seconds from the start of the input. A word "
+    "ends where its path ends; it starts at its speech onset: the path's start moved back over "
+    "the frames just before it where the blank wins but the non-blank probability exceeds "
+    "e^-10 (at most 10 frames, never into the previous word), because CTC models spike a "
+    "word's first letter late. `score`: the mean log-probability of the word's frames on the "
+    "path.",
 )
 async def align(request: Request, settings: SettingsDep) -> Prediction:
     """Forced alignment: the transcript's word and character times in the audio."""
