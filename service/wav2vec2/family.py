@@ -61,7 +61,7 @@ class Family:
     # Its config class's defaults where they differ from Wav2Vec2Config's: save_pretrained
     # writes only the values that differ from the class's own defaults.
     defaults: Mapping[str, Any] = field(default_factory=dict)
-    # The switches of NEUTRAL (and any other field) its config class reads; others are pinned.
+    # Which of NEUTRAL's switches its config class reads; the others keep NEUTRAL's values.
     reads: frozenset[str] = frozenset()
     # Fields its modeling file hard-codes whatever config.json says.
     pinned: Mapping[str, Any] = field(default_factory=dict)
