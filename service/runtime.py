@@ -136,7 +136,7 @@ class ServedModel:
     @property
     def attention(self) -> str:
         """The attention kernel the model runs (eager, sdpa, flash)."""
-        return str(self._loaded.model.wav2vec2.attention_kind)
+        return str(self._loaded.model.backbone.attention_kind)
 
     def card(self) -> ModelCard:
         loaded = self._loaded
