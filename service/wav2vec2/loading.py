@@ -18,6 +18,7 @@ from service.errors import ModelError
 from service.wav2vec2.config import TASKS, Wav2Vec2Config
 from service.wav2vec2.features import FeatureExtractor
 from service.wav2vec2.heads import Head, build
+from service.wav2vec2.quantize import quantize_int8
 from service.wav2vec2.tokenizer import CTCTokenizer
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ FUSED = re.compile(r"\.attention\.[qkv]_proj\.")
 HUB_FILES = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.md", "*.arpa"]
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+INT8 = "int8"  # float32 activations, int8 weights (quantize.py); CPU only
 
 
 @dataclass
@@ -46,7 +48,13 @@ class LoadedModel:
     features: FeatureExtractor
     tokenizer: CTCTokenizer | None
     device: torch.device
-    dtype: torch.dtype
+    dtype: torch.dtype  # of the activations; float32 under int8
+    int8: bool = False  # weights quantised to int8 (quantize.py)
+
+    @property
+    def dtype_name(self) -> str:
+        """What --dtype gave: float32, float16, bfloat16 or int8."""
+        return INT8 if self.int8 else str(self.dtype).removeprefix("torch.")
 
     @property
     def task(self) -> str:
@@ -155,6 +163,11 @@ def pick_device(device: str) -> torch.device:
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """The activations' dtype for --dtype; int8 computes in float32 around int8 GEMMs."""
+    if dtype == INT8:
+        if device.type != "cpu":
+            raise ModelError("--dtype int8 runs on the CPU only (use float16 on a GPU)")
+        return torch.float32
     if dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if dtype == "bfloat16" and device.type == "cpu" and not _cpu_has_amx():
@@ -219,6 +232,8 @@ def load_model(
     model = model.to(device=dev, dtype=dt).eval().requires_grad_(False)
     for layer in model.wav2vec2.encoder.layers:
         layer.attention.fuse_qkv()  # type: ignore[union-attr,operator]
+    if dtype == INT8:
+        quantize_int8(model)
     model.wav2vec2.set_attention(attention)
     tokenizer = CTCTokenizer.from_dir(path) if config.task == "transcribe" else None
     return LoadedModel(
@@ -230,6 +245,7 @@ def load_model(
         tokenizer=tokenizer,
         device=dev,
         dtype=dt,
+        int8=dtype == INT8,
     )
 
 
