@@ -6,10 +6,12 @@ are a third of a base model's FLOPs. The first conv (one input channel, kernel 1
 grouped positional conv stay fp32. The int8 GEMM is torch._int_mm (oneDNN: VNNI or AMX).
 
 Why not a library: torch 2.13 deprecates torch.ao.quantization.quantize_dynamic (it warns and
-points to torchao), and torchao 0.18's Int8DynamicActivationInt8WeightConfig, measured on a
-base model on AVX512-VNNI (BENCHMARKS.md, "int8 on CPU"), was no faster than float32 on the
-mixed batch: outside torch.compile it quantises activations in ~10 eager passes and sums the
-weight's columns on every call. Here that is 3 passes and the column sums are computed once.
+points to torchao). torchao 0.18 (Int8DynamicActivationInt8WeightConfig, the same _int_mm
+underneath) was timed beside this module (BENCHMARKS.md, "int8 on CPU"): per layer it was
+slower (eager: ~10 passes to quantise activations, the weight's column sums on every call;
+here 3 passes and the sums once), on the whole base model the two were within the shared
+machine's noise; this needs no dependency and no torchao import (which logs warnings on a
+CPU-only torch).
 
 Applied after loading (the weights are assigned from meta tensors) and after fuse_qkv: the
 fused q/k/v projection is quantised; the per-projection modules, kept as views for the
