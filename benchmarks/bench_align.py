@@ -14,8 +14,12 @@ Sections:
   10-minute file; and, for scale, demo-ctc's forward pass on batches of 8 10 s clips.
 - boundaries: demo-ctc's emissions of espeak-ng speech synthesised word by word, joined by
   known silences (0.15-0.6 s), aligned with the text; the error of each word's start and end
-  against the known ones, mean and 90th percentile. Also with one word the text lacks (dropped
-  from the text, still spoken), with and without the star.
+  against the known ones, mean and 90th percentile, on the path alone and with the onset
+  refinement (service/align/onsets.py). Also with one word the text lacks (dropped from the
+  text, still spoken), with and without the star.
+- calibration: the onset threshold swept on CALIBRATION, sentences the boundaries section does
+  not use (demo-ctc's held-out set, never trained on): how ONSET_LOG_PROB was chosen.
+- validation: that threshold against the path alone on two more held-out sets.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ if str(ROOT) not in sys.path:  # `python benchmarks/bench_align.py` from anywher
     sys.path.insert(0, str(ROOT))
 
 from service.align import align  # noqa: E402
+from service.align.onsets import ONSET_LOG_PROB  # noqa: E402
 from service.wav2vec2.tokenizer import CTCTokenizer  # noqa: E402
 
 DEMO = ROOT / "service" / "models" / "demo-ctc"
@@ -56,6 +61,8 @@ SPOKEN = [
     ("the quick brown fox jumps over the lazy dog", "en", "m3", 160, 45),
     ("hello world", "en-us", "", 150, 50),
 ]
+CALIBRATION_SENTENCES = 24  # the first of demo-ctc's held-out set heldout-natural (seed 0)
+ONSET_SWEEP = (-13.0, -12.0, -11.0, -10.0, -9.0, -8.0, -7.0, -6.0)
 GAP_SECONDS = (0.15, 0.6)
 EDGE_SECONDS = 0.3
 
@@ -105,17 +112,42 @@ def synthesised(model, cases=SPOKEN) -> list[tuple[list[str], np.ndarray, list]]
     return out
 
 
-def boundary_errors(model, spoken: list, *, drop: bool = False, star: bool = False) -> dict:
+Case = tuple[str, str, str, int, int]  # (text, voice, variant, wpm, pitch)
+
+
+def heldout_cases(kind: str, n: int = CALIBRATION_SENTENCES) -> list[Case]:
+    """The first `n` utterances of demo-ctc's held-out set `kind`: none is in SPOKEN
+    (training/sentences.py RESERVED keeps those out of every split)."""
+    from training.data import plan_split
+    from training.sentences import RESERVED
+
+    plan = plan_split(f"heldout-{kind}", n, 0, RESERVED)
+    return [(u.text, u.voice, u.variant, u.speed, u.pitch) for u in plan]
+
+
+def calibration_cases() -> list[Case]:
+    return heldout_cases("natural")
+
+
+def boundary_errors(
+    model,
+    spoken: list,
+    *,
+    drop: bool = False,
+    star: bool = False,
+    onset_log_prob: float | None = ONSET_LOG_PROB,
+) -> dict:
     """Start and end errors (s) of every aligned word of `spoken` (from synthesised) against
     the known boundaries; with `drop`, the text lacks one middle word of each sentence (still
-    spoken, not scored)."""
+    spoken, not scored); `onset_log_prob` None: the path's own starts."""
     starts: list[float] = []  # signed: aligned - known
     ends: list[float] = []
     for words, logits, bounds in spoken:
         keep = list(range(len(words)))
         if drop and len(words) > 2:
             keep.remove(len(words) // 2)
-        result = align(logits, " ".join(words[i] for i in keep), model.tokenizer, star=star)
+        text = " ".join(words[i] for i in keep)
+        result = align(logits, text, model.tokenizer, star=star, onset_log_prob=onset_log_prob)
         fs = model.frame_seconds
         for word, i in zip(result.words, keep):
             start, end = bounds[i]
@@ -262,6 +294,7 @@ def boundaries() -> dict:
     model = load_model(str(DEMO), device="cpu", dtype="float32")
     spoken = synthesised(model)
     rep = dict(
+        matching_text_path=boundary_errors(model, spoken, onset_log_prob=None),
         matching_text=boundary_errors(model, spoken),
         missing_word_plain=boundary_errors(model, spoken, drop=True),
         missing_word_star=boundary_errors(model, spoken, drop=True, star=True),
@@ -270,6 +303,52 @@ def boundaries() -> dict:
     for name, row in rep.items():
         print(f"boundaries {name}: {row}", flush=True)
     return rep
+
+
+def calibration() -> dict:
+    """Mean boundary error on CALIBRATION for each onset threshold (None: the path's starts)."""
+    from service.wav2vec2.loading import load_model
+
+    model = load_model(str(DEMO), device="cpu", dtype="float32")
+    spoken = synthesised(model, calibration_cases())
+    rep = {}
+    for threshold in (None, *ONSET_SWEEP):
+        rep[str(threshold)] = boundary_errors(model, spoken, onset_log_prob=threshold)
+        print(f"calibration onset {threshold}: {rep[str(threshold)]}", flush=True)
+    return rep
+
+
+def validation() -> dict:
+    """The chosen threshold against the path alone on two more held-out sets (unseen voice
+    variants; random word sequences), without their sentences that calibrated it."""
+    from service.wav2vec2.loading import load_model
+
+    model = load_model(str(DEMO), device="cpu", dtype="float32")
+    calibrated = {text for text, *_ in calibration_cases()}
+    rep = {}
+    for kind in ("voices", "random"):
+        cases = [c for c in heldout_cases(kind) if c[0] not in calibrated]
+        spoken = synthesised(model, cases)
+        rep[f"{kind}_path"] = boundary_errors(model, spoken, onset_log_prob=None)
+        rep[f"{kind}_onsets"] = boundary_errors(model, spoken)
+        print(f"validation {kind}: {rep[f'{kind}_path']} -> {rep[f'{kind}_onsets']}", flush=True)
+    return rep
+
+
+def boundary_rows(rows: dict) -> list[str]:
+    return [
+        "",
+        "| boundaries | n | mean ms | p90 ms | max ms | starts: mean, bias ms | "
+        "ends: mean, bias ms |",
+        "|---|---|---|---|---|---|---|",
+        *(
+            f"| {k} | {r['boundaries']} | {1000 * r['mean_s']:.0f} | "
+            f"{1000 * r['p90_s']:.0f} | {1000 * r['max_s']:.0f} | "
+            f"{1000 * r['start_mean_s']:.0f}, {1000 * r['start_bias_s']:+.0f} | "
+            f"{1000 * r['end_mean_s']:.0f}, {1000 * r['end_bias_s']:+.0f} |"
+            for k, r in rows.items()
+        ),
+    ]
 
 
 def to_markdown(rep: dict) -> str:
@@ -289,24 +368,19 @@ def to_markdown(rep: dict) -> str:
         ]
     if "speed" in rep:
         lines += ["", *(f"- {k}: {v:.1f}" for k, v in rep["speed"].items())]
-    if "boundaries" in rep:
-        lines += [
-            "",
-            "| boundaries | n | mean ms | p90 ms | max ms | starts: mean, bias ms | "
-            "ends: mean, bias ms |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {k} | {r['boundaries']} | {1000 * r['mean_s']:.0f} | "
-            f"{1000 * r['p90_s']:.0f} | {1000 * r['max_s']:.0f} | "
-            f"{1000 * r['start_mean_s']:.0f}, {1000 * r['start_bias_s']:+.0f} | "
-            f"{1000 * r['end_mean_s']:.0f}, {1000 * r['end_bias_s']:+.0f} |"
-            for k, r in rep["boundaries"].items()
-        ]
+    for section in ("boundaries", "calibration", "validation"):
+        if section in rep:
+            lines += boundary_rows(rep[section])
     return "\n".join(lines)
 
 
-SECTIONS = {"memory": memory, "speed": speed, "boundaries": boundaries}
+SECTIONS = {
+    "memory": memory,
+    "speed": speed,
+    "boundaries": boundaries,
+    "calibration": calibration,
+    "validation": validation,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,8 +51,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Wav2Vec2 inference service",
         version=__version__,
         lifespan=lifespan,
-        description="Speech recognition with word times, audio classification, frame "
-        "classification and speaker embeddings for Hugging Face Wav2Vec2 checkpoints.",
+        description="Speech recognition with word times, forced alignment, audio "
+        "classification, frame classification and speaker embeddings for Hugging Face Wav2Vec2 "
+        "checkpoints; a browser page at / shows a file's words on its waveform.",
     )
     app.state.settings = settings
     app.state.lifecycle = lifecycle

@@ -25,6 +25,9 @@ PREDICT_SETTINGS = [
     "device",
     "dtype",
     "attention",
+    "languages",
+    "language_memory_mb",
+    "lid_model",
     "chunk_seconds",
     "stride_seconds",
     "max_audio_seconds",
@@ -110,6 +113,11 @@ def _align_flags(predict: argparse.ArgumentParser) -> None:
     )
     predict.add_argument("--granularity", default="word", choices=["word", "char", "both"])
     predict.add_argument(
+        "--language",
+        help="transcribe/align on a model with language adapters: a code it serves, or auto "
+        "(needs --lid-model); default the model's target_lang",
+    )
+    predict.add_argument(
         "--star", action="store_true", help="align: word boundaries absorb speech the text lacks"
     )
 
@@ -164,6 +172,7 @@ def predict(settings: Settings, args: argparse.Namespace) -> int:
     )
     if aligning:
         model.check_aligns()
+    model.language(options.language)  # an unknown language fails now, not once per file
     out = args.output.open("w") if args.output else sys.stdout
     failures = 0
     bar = tqdm(
@@ -189,7 +198,7 @@ def _options(settings: Settings, args: argparse.Namespace) -> Options:
     """The flags' Options, checked like a request's (a bad value exits 2 before loading)."""
     from service.options import parse_options
 
-    names = ("decoder", "beam_width", "alpha", "beta", "hotword_weight")
+    names = ("decoder", "beam_width", "alpha", "beta", "hotword_weight", "language")
     fields = {name: getattr(args, name) for name in names}
     options = parse_options(fields, settings, args.hotwords, top_k=args.top_k)
     return options.model_copy(update={"granularity": args.granularity, "star": args.star})

@@ -10,6 +10,7 @@ the queue.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,11 +20,21 @@ from service.decoding import BEAM, beam_options, decoder_kind
 from service.lm import Decoder, beam_transcript
 from service.schemas import Options, Prediction, Word
 from service.wav2vec2.loading import LoadedModel
+from service.wav2vec2.tokenizer import CTCTokenizer
 
 # Tasks whose output is per frame: long audio is stitched from overlapping windows (as
 # transformers' ASR pipeline does with chunk and stride); the others pool whole windows.
 FRAME_TASKS = ("transcribe", "frames")
 DEFAULT_OPTIONS = Options()
+
+
+@dataclass(frozen=True)
+class Clip:
+    """What the batcher queues: a window's samples and the language whose adapters it runs
+    through (None: the model's default, or a model without languages)."""
+
+    samples: np.ndarray
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,9 +54,12 @@ class Engine:
         chunk_seconds: float = 30.0,
         stride_seconds: float = 5.0,
         decoder: Decoder | None = None,
+        language_decoders: Mapping[str, Decoder] | None = None,
     ) -> None:
         self.loaded = loaded
         self.decoder = decoder  # the checkpoint's alphabet and LM for beam search, if it ships one
+        # Language adapters: each language's own (build.py finds them), where it has one.
+        self.language_decoders = dict(language_decoders or {})
         self.name = loaded.name
         self.task = loaded.task
         step = loaded.config.samples_per_frame
@@ -65,9 +79,31 @@ class Engine:
     def min_samples(self) -> int:
         return self.loaded.min_samples
 
-    def run_batch(self, clips: list[np.ndarray]) -> list[np.ndarray]:
-        """What the batcher calls: the model package's batch forward (LoadedModel.forward)."""
-        return self.loaded.forward(clips)
+    def run_batch(
+        self, clips: list[np.ndarray], languages: Sequence[str | None] = ()
+    ) -> list[np.ndarray]:
+        """The model package's batch forward (LoadedModel.forward), languages mixed freely."""
+        return self.loaded.forward(clips, languages)
+
+    def run_clips(self, clips: list[Clip]) -> list[np.ndarray]:
+        """What the batcher calls."""
+        return self.run_batch([c.samples for c in clips], [c.language for c in clips])
+
+    @property
+    def languages(self) -> list[str]:
+        """The language codes served, the default first; [] without language adapters."""
+        served = self.loaded.languages
+        if served is None:
+            return []
+        return [served.default, *(c for c in served.codes if c != served.default)]
+
+    def tokenizer(self, language: str | None = None) -> CTCTokenizer:
+        """The vocabulary of `language` (a served code; None: the default)."""
+        served = self.loaded.languages
+        if served is not None and language is not None:
+            return served.tokenizers[language]
+        assert self.loaded.tokenizer is not None, "a transcription model has a tokenizer"
+        return self.loaded.tokenizer
 
     def warmup(self) -> None:
         """One small mixed batch: allocates buffers and picks kernels before the first request."""
@@ -117,7 +153,8 @@ class Engine:
             frames = self.stitch(windows, outputs)
             if self.task == "transcribe":
                 text, words = self.transcript(frames, options)
-                return Prediction(**base, text=text, words=words)
+                language = options.language or next(iter(self.languages), None)
+                return Prediction(**base, text=text, words=words, language=language)
             segments = decode.segments(frames, config.id2label, loaded.frame_seconds)
             return Prediction(**base, segments=segments)
         weights = np.array([w.end - w.start for w in windows], np.float64)
@@ -126,24 +163,29 @@ class Engine:
             return Prediction(**base, labels=decode.labels(pooled, config.id2label, options.top_k))
         return Prediction(**base, embedding=[float(v) for v in pooled.astype(np.float32)])
 
+    def decoder_for(self, language: str | None) -> Decoder | None:
+        """The beam decoder of `language` (a served code; None: the default language's)."""
+        if self.loaded.languages is None or language is None:
+            return self.decoder
+        return self.language_decoders.get(language)
+
     def decoder_kind(self, options: Options = DEFAULT_OPTIONS) -> str:
         """greedy or beam, for a transcription request with these options."""
-        return decoder_kind(options, self.decoder)
+        return decoder_kind(options, self.decoder_for(options.language))
 
     def transcript(self, frames: np.ndarray, options: Options) -> tuple[str, list[Word]]:
         """One clip's (T, vocab) logits -> text and words, greedy or with the beam."""
-        loaded = self.loaded
-        assert loaded.tokenizer is not None
+        tokenizer, seconds = self.tokenizer(options.language), self.loaded.frame_seconds
         if self.decoder_kind(options) == BEAM:
-            return beam_transcript(
-                frames, loaded.tokenizer, self.decoder, beam_options(options), loaded.frame_seconds
-            )
-        return decode.transcript(frames, loaded.tokenizer, loaded.frame_seconds)
+            decoder = self.decoder_for(options.language)
+            return beam_transcript(frames, tokenizer, decoder, beam_options(options), seconds)
+        return decode.transcript(frames, tokenizer, seconds)
 
     def predict(
         self, samples: np.ndarray, duration: float, options: Options = DEFAULT_OPTIONS
     ) -> Prediction:
         """One clip, no queue."""
         windows = self.plan(len(samples))
-        outputs = self.run_batch([samples[w.start : w.end] for w in windows])
+        clips = [samples[w.start : w.end] for w in windows]
+        outputs = self.run_batch(clips, [options.language] * len(clips))
         return self.finish(windows, outputs, duration, options)

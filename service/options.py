@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 
 from service import decoding
 from service.errors import BadFieldError
+from service.languages import MAX_CODE_CHARS
 from service.schemas import Options
 from service.settings import Settings
 
@@ -42,6 +43,19 @@ def _float(name: str, raw: object) -> float | None:
     return value
 
 
+def parse_language(raw: object) -> str | None:
+    """A language code as given ("auto" too); which codes a model serves is its own check."""
+    if isinstance(raw, str):
+        raw = raw.strip()
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str) or len(raw) > MAX_CODE_CHARS or not raw.isprintable():
+        raise BadFieldError(
+            f"language must be a language code, got {str(raw)[:80]!r}", code="invalid_language"
+        )
+    return raw
+
+
 def split_hotwords(values: Iterable[object]) -> tuple[str, ...]:
     """Hotwords from repeated fields and/or comma-separated text; a hotword may be a phrase."""
     out: list[str] = []
@@ -67,6 +81,7 @@ def parse_options(
             f"decoder must be greedy or beam, got {decoder!r}", code="invalid_decoder"
         )
     options = Options(
+        language=parse_language(fields.get("language")),
         top_k=top_k,
         decoder=decoder,  # type: ignore[arg-type]
         beam_width=_int("beam_width", fields.get("beam_width"), "invalid_beam_width"),

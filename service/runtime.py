@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -26,8 +26,10 @@ from service.audio import Audio, PcmDecoder
 from service.batcher import DEFAULT_PRIORITY, STREAM_PRIORITY, Batcher, BatchObserver, Timed
 from service.cost import fill_batches
 from service.decoding import BEAM, DecodePool, beam_options
-from service.engine import DEFAULT_OPTIONS, Engine, Window
+from service.engine import DEFAULT_OPTIONS, Clip, Engine, Window
 from service.errors import BadFieldError, ModelError, ServiceError, UnavailableError
+from service.language_choice import LanguageChoice, after
+from service.languages import AUTO, unsupported
 from service.lm import Decoder, beam_decode
 from service.schemas import ModelCard, Options, Prediction
 from service.settings import Settings
@@ -90,7 +92,12 @@ class ServedModel:
     """One model as the routes and the CLI see it."""
 
     def __init__(
-        self, loaded: LoadedModel, settings: Settings, decoder: Decoder | None = None
+        self,
+        loaded: LoadedModel,
+        settings: Settings,
+        decoder: Decoder | None = None,
+        language_decoders: Mapping[str, Decoder] | None = None,
+        identifier: ServedModel | None = None,
     ) -> None:
         self._loaded = loaded
         self._settings = settings
@@ -99,14 +106,15 @@ class ServedModel:
         self.sampling_rate = loaded.sampling_rate
         self.min_samples = loaded.min_samples
         self.verify_threshold = verify_threshold(loaded)
-        self._engine = Engine(loaded, settings.chunk_seconds, settings.stride_seconds, decoder)
-        self._decoder = decoder
+        self._engine = Engine(
+            loaded, settings.chunk_seconds, settings.stride_seconds, decoder, language_decoders
+        )
         self._decoding = DecodePool(settings.beam_workers, f"decode-{self.name}")
         # Measured per batch; admission turns queued audio into an expected wait with it.
         self.throughput = Throughput()
         # Fault-injection tests wrap _batcher.run_batch; nothing outside this class reaches in.
-        self._batcher: Batcher[np.ndarray, np.ndarray] = Batcher(
-            run_batch=self._engine.run_batch,
+        self._batcher: Batcher[Clip, np.ndarray] = Batcher(
+            run_batch=self._engine.run_clips,
             max_batch_size=settings.max_batch_size,
             max_batch_cost=settings.max_batch_samples,
             max_wait_ms=settings.max_wait_ms,
@@ -117,6 +125,10 @@ class ServedModel:
         # The Viterbi runs here, not on the event loop nor in its default executor (which
         # decodes uploads): an hour of audio takes about a minute of one core.
         self._aligner: ThreadPoolExecutor | None = None
+        # language "auto": a classifier over language codes (settings.lid_model), started,
+        # warmed up and stopped with this model.
+        self.identifier = identifier
+        self._choice = LanguageChoice(self.name, self._engine.languages, identifier)
 
     @property
     def attention(self) -> str:
@@ -139,29 +151,47 @@ class ServedModel:
             dtype=loaded.dtype_name,
             attention=self.attention,
             decoder=self.default_decoder if self.task == "transcribe" else None,
+            languages=self.languages or None,
+            language_identifier=self.identifier.name if self.identifier else None,
         )
+
+    @property
+    def languages(self) -> list[str]:
+        """The language codes a request may pick, the default first ([]: one language)."""
+        return self._engine.languages
+
+    def language(self, requested: str | None) -> str | None:
+        """A request's `language` -> a served code, AUTO or None (LanguageChoice.resolve)."""
+        return self._choice.resolve(requested)
 
     @property
     def default_decoder(self) -> str:
         """What a transcription gets by default: beam+lm where the model ships an LM."""
         kind = self._engine.decoder_kind()
-        has_lm = self._decoder is not None and self._decoder.lm is not None
+        decoder = self._engine.decoder_for(next(iter(self.languages), None))
+        has_lm = decoder is not None and decoder.lm is not None
         return f"{kind}+lm" if kind == BEAM and has_lm else kind
 
     # ---- lifecycle ----
 
     def warmup(self) -> None:
         self._engine.warmup()
+        if self.identifier is not None:
+            self.identifier.warmup()
 
     def start(self) -> None:
         """Start the batcher on the running loop (and the alignment threads, as needed)."""
         self._batcher.start()
+        if self.identifier is not None:
+            self.identifier.start()
         self._aligner = ThreadPoolExecutor(
             self._settings.align_workers, thread_name_prefix=f"{self.name}-align"
         )
 
     async def stop(self, drain_timeout: float) -> None:
         await self._batcher.stop(drain_timeout)
+        if self.identifier is not None:
+            await self.identifier.stop(drain_timeout)
         if self._aligner is not None:
             self._aligner.shutdown(wait=False, cancel_futures=True)
             self._aligner = None
@@ -179,7 +209,8 @@ class ServedModel:
     ) -> TimedPrediction:
         """Windows of one clip through the shared batcher, then one Prediction (a beam search
         in the decode pool)."""
-        plan, forward = await self._forward(samples, priority)
+        options, found = await self._choice.choose(samples, duration, options, priority)
+        plan, forward = await self._forward(samples, priority, options.language)
         outputs = forward.result
         if self._beam(options):
             prediction, seconds = await self._decoding.run(
@@ -189,6 +220,9 @@ class ServedModel:
             prediction, seconds = self._finish(plan, outputs, duration, options)
         self._observe_decode(options, seconds)
         metrics.AUDIO_SECONDS.labels(self.name).inc(duration)
+        if found is not None:
+            prediction = prediction.model_copy(update={"language_score": found.result[1]})
+            forward = after(found, forward)
         return TimedPrediction(prediction, forward.queue_time, forward.inference_time, seconds)
 
     async def align(
@@ -204,8 +238,11 @@ class ServedModel:
         transcription), then `text` force-aligned on them in an alignment thread; the
         Viterbi's seconds count as inference time."""
         self.check_aligns()
-        plan, outputs = await self._forward(samples, priority)
+        options, found = await self._choice.choose(samples, duration, options, priority)
+        plan, outputs = await self._forward(samples, priority, options.language)
         frames = self._engine.stitch(plan, outputs.result)
+        if found is not None:
+            outputs = after(found, outputs)
         if self._aligner is None:
             raise UnavailableError("the model is not accepting requests", retry_after=1.0)
         # Cancelled while it waits for a thread (the client went away), it never runs; once
@@ -214,10 +251,12 @@ class ServedModel:
             self._aligner, self._timed_alignment, frames, text, duration, options
         )
         metrics.AUDIO_SECONDS.labels(self.name).inc(duration)
+        if found is not None:
+            prediction = prediction.model_copy(update={"language_score": found.result[1]})
         return Timed(prediction, outputs.queue_time, outputs.inference_time + seconds)
 
     async def _forward(
-        self, samples: np.ndarray, priority: int
+        self, samples: np.ndarray, priority: int, language: str | None
     ) -> tuple[list[Window], Timed[list[np.ndarray]]]:
         """One clip's windows through the shared batcher: the plan and the windows' outputs."""
         plan = self._engine.plan(len(samples))
@@ -228,7 +267,7 @@ class ServedModel:
         windows = [
             asyncio.ensure_future(
                 self._batcher.submit_timed(
-                    samples[w.start : w.end],
+                    Clip(samples[w.start : w.end], language),
                     w.end - w.start,
                     priority=priority,
                     timeout=self._settings.request_timeout,
@@ -269,11 +308,14 @@ class ServedModel:
     ) -> list[Prediction]:
         """Clips without the queue (the CLI): windows of similar length share forward passes
         within the batch limits; results in input order."""
+        chosen = self._choice.choose_now(clips, options)
         predictions = []
-        for audio, (plan, outputs) in zip(clips, self._forward_now(clips)):
-            prediction, seconds = self._finish(plan, outputs, audio.duration, options)
-            self._observe_decode(options, seconds)
-            predictions.append(prediction)
+        for audio, (opts, score), (plan, outputs) in zip(
+            clips, chosen, self._forward_now(clips, [o.language for o, _ in chosen])
+        ):
+            prediction, seconds = self._finish(plan, outputs, audio.duration, opts)
+            self._observe_decode(opts, seconds)
+            predictions.append(prediction.model_copy(update={"language_score": score}))
         return predictions
 
     def align_now(
@@ -282,24 +324,34 @@ class ServedModel:
         """Each clip's `texts` entry aligned on its emissions, without the queue (the CLI);
         a text that cannot be aligned gives its error in its place."""
         self.check_aligns()
+        chosen = self._choice.choose_now(clips, options)
+        forwards = self._forward_now(clips, [o.language for o, _ in chosen])
         results: list[Prediction | ServiceError] = []
-        for audio, text, (plan, outputs) in zip(clips, texts, self._forward_now(clips)):
+        for audio, text, (opts, score), (plan, outputs) in zip(clips, texts, chosen, forwards):
             try:
                 frames = self._engine.stitch(plan, outputs)
-                results.append(self._alignment(frames, text, audio.duration, options))
+                aligned = self._alignment(frames, text, audio.duration, opts)
+                results.append(aligned.model_copy(update={"language_score": score}))
             except ServiceError as exc:
                 results.append(exc)
         return results
 
-    def _forward_now(self, clips: Sequence[Audio]) -> list[tuple[list[Window], list[np.ndarray]]]:
-        """Each clip's plan and window outputs, forward passes shared across clips."""
+    def _forward_now(
+        self, clips: Sequence[Audio], languages: Sequence[str | None]
+    ) -> list[tuple[list[Window], list[np.ndarray]]]:
+        """Each clip's plan and window outputs (in its language), forward passes shared across
+        clips whatever their languages."""
         plans = [self._engine.plan(len(a.samples)) for a in clips]
         jobs: list[tuple[int, Window]] = [(i, w) for i, plan in enumerate(plans) for w in plan]
         windows = [clips[i].samples[w.start : w.end] for i, w in jobs]
+        window_languages = [languages[i] for i, _ in jobs]
         outputs: list[np.ndarray] = [np.zeros(0)] * len(windows)
         s = self._settings
         for batch in fill_batches([len(x) for x in windows], s.max_batch_samples, s.max_batch_size):
-            for j, out in zip(batch, self._engine.run_batch([windows[j] for j in batch])):
+            batch_languages = [window_languages[j] for j in batch]
+            for j, out in zip(
+                batch, self._engine.run_batch([windows[j] for j in batch], batch_languages)
+            ):
                 outputs[j] = out
         per_clip, pos = [], 0
         for plan in plans:
@@ -326,14 +378,14 @@ class ServedModel:
         self, frames: np.ndarray, text: str, duration: float, options: Options
     ) -> Prediction:
         """A clip's stitched (frames, vocab) logits and its transcript -> the align Prediction."""
-        loaded = self._loaded
-        assert loaded.tokenizer is not None  # check_aligns
-        result = align(frames, text, loaded.tokenizer, star=options.star)
+        tokenizer = self._engine.tokenizer(options.language)
+        result = align(frames, text, tokenizer, star=options.star)
         return Prediction(
             model=self.name,
             task="align",
             duration=round(duration, 6),
-            **align_wire.fields(result, loaded.frame_seconds, options.granularity),
+            language=options.language,
+            **align_wire.fields(result, self._loaded.frame_seconds, options.granularity),
         )
 
     def _timed_alignment(
@@ -356,7 +408,14 @@ class ServedModel:
         greedy, they are replaced within a second anyway."""
         if self.task != "transcribe" or self._loaded.tokenizer is None:
             raise ServiceError(f"{self.name!r} does not transcribe", code="wrong_task", status=422)
-        tokenizer = self._loaded.tokenizer
+        language = self.language(options.language)
+        if language == AUTO:  # the identifier wants the whole clip; a stream has none yet
+            raise unsupported(
+                "language 'auto' is not available on a stream", self.languages, self.name
+            )
+        tokenizer = self._engine.tokenizer(language)
+        options = options.model_copy(update={"language": language})
+        decoder = self._engine.decoder_for(language)
         s = self._settings
         windowing = windowing_for(
             self._loaded,
@@ -371,14 +430,17 @@ class ServedModel:
 
         async def infer(window: np.ndarray) -> np.ndarray:
             return await self._batcher.submit(
-                window, len(window), priority=STREAM_PRIORITY, timeout=s.request_timeout
+                Clip(window, language),
+                len(window),
+                priority=STREAM_PRIORITY,
+                timeout=s.request_timeout,
             )
 
         beam = beam_options(options)
 
         async def decode_final(logits: np.ndarray) -> Decoded:
             decoded, seconds = await self._decoding.run(
-                beam_decode, logits, tokenizer, self._decoder, beam
+                beam_decode, logits, tokenizer, decoder, beam
             )
             metrics.DECODE_DURATION.labels(self.name, BEAM).observe(seconds)
             return decoded

@@ -29,6 +29,9 @@ class Options(_Frozen):
     beta: float | None = None  # word insertion bonus; None keeps attrs.json
     hotwords: tuple[str, ...] = ()
     hotword_weight: float | None = None
+    # transcribe, align, stream: a served language code, "auto", or None for the model's
+    # default; ServedModel resolves it to one of the model's codes (service/languages.py).
+    language: str | None = None
 
 
 class Word(_Frozen):
@@ -77,6 +80,8 @@ class Prediction(_Frozen):
     labels: list[Label] | None = None
     embedding: list[float] | None = None
     segments: list[Segment] | None = None
+    language: str | None = None  # a model with language adapters: the language used
+    language_score: float | None = None  # language "auto": the identifier's softmax score
 
 
 class ErrorDetail(_Frozen):
@@ -103,6 +108,8 @@ class ModelCard(_Frozen):
     dtype: str
     attention: str
     decoder: str | None = None  # transcribe: "beam+lm" where the model ships an LM, else "greedy"
+    languages: list[str] | None = None  # language adapters: the codes served, default first
+    language_identifier: str | None = None  # the model behind language "auto", if any
 
 
 class VerifyResult(_Frozen):
@@ -119,6 +126,7 @@ class Ready(_Frozen):
     model: str
     sample_rate: int
     encoding: str
+    language: str | None = None  # a model with language adapters: the stream's language
 
 
 class Partial(_Frozen):

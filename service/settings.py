@@ -30,6 +30,15 @@ class Settings(BaseSettings):
     # int8: dynamic int8 weights on CPU (wav2vec2/quantize.py); auto never picks it
     dtype: Literal["auto", "float32", "float16", "bfloat16", "int8"] = "auto"
     attention: Literal["auto", "eager", "sdpa", "flash"] = "auto"
+    # MMS checkpoints (adapter.<lang>.safetensors beside the weights): the languages kept
+    # resident, every one the checkpoint has when empty; a code it lacks fails its load.
+    languages: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # With it, an MMS model loads each language's adapters on first use and drops the least
+    # recently used beyond this many MB (per model); without it, all are loaded at start.
+    language_memory_mb: float | None = Field(None, gt=0)
+    # language "auto": ASR_NAME=LID_PATH_OR_HUB_ID, a Wav2Vec2ForSequenceClassification whose
+    # labels are language codes (as facebook/mms-lid-*), loaded beside that model.
+    lid_model: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -95,13 +104,24 @@ class Settings(BaseSettings):
     # None: each model's own `verify_threshold` (config.json), else 0.7.
     verify_threshold: float | None = Field(None, ge=-1, le=1)
 
-    _split = field_validator("model", "api_keys", "cors_origins", mode="before")(_split_csv)
+    _split = field_validator(
+        "model", "languages", "lid_model", "api_keys", "cors_origins", mode="before"
+    )(_split_csv)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.stride_seconds * 2 >= self.chunk_seconds:
             raise ValueError("stride_seconds must be less than half of chunk_seconds")
+        self.lid_models()
         return self
+
+    def lid_models(self) -> dict[str, str]:
+        """ASR model name -> its language identifier's path or hub id."""
+        pairs = [s.partition("=") for s in self.lid_model]
+        bad = [f"{a}{sep}{b}" for a, sep, b in pairs if not (sep and a and b)]
+        if bad:
+            raise ValueError(f"lid_model takes ASR_NAME=LID_PATH_OR_HUB_ID, got {bad}")
+        return {a: b for a, _, b in pairs}
 
     def model_specs(self) -> list[tuple[str, str]]:
         """(name, path or hub id) per --model; the embedded demo models when none is given."""

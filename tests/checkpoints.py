@@ -140,6 +140,12 @@ def make_checkpoint(root: Path, variant: str, seed: int = 0) -> Path:
             }
         )
     )
+    write_preprocessor(path, config.feat_extract_norm == "layer")
+    return path
+
+
+def write_preprocessor(path: Path, attention_mask: bool) -> None:
+    """preprocessor_config.json as transformers' Wav2Vec2FeatureExtractor saves it."""
     (path / "preprocessor_config.json").write_text(
         json.dumps(
             {
@@ -148,11 +154,10 @@ def make_checkpoint(root: Path, variant: str, seed: int = 0) -> Path:
                 "sampling_rate": 16000,
                 "padding_value": 0.0,
                 "do_normalize": True,
-                "return_attention_mask": config.feat_extract_norm == "layer",
+                "return_attention_mask": attention_mask,
             }
         )
     )
-    return path
 
 
 def _randomize_norms(model: torch.nn.Module) -> None:

@@ -66,7 +66,8 @@ def peaky(text: str, frames_per_token: int = 4, seed: int = 0) -> np.ndarray:
 
 
 def test_clean_emissions_put_each_character_on_its_spike() -> None:
-    result = align(peaky("hello big world"), "Hello big world", UPPER)
+    """The path alone: peaky()'s blank is not sure of its silence, which would move starts."""
+    result = align(peaky("hello big world"), "Hello big world", UPPER, onset_log_prob=None)
     assert result.text == "HELLO BIG WORLD"
     assert [(w.word, w.start, w.end) for w in result.words] == [
         ("HELLO", 3, 20),
@@ -156,8 +157,8 @@ def test_star_absorbs_speech_the_text_lacks() -> None:
     """Emissions spell "hello low world"; the text says "hello world". Without the star,
     HELLO's O stretches onto the O of LOW; with it, LOW goes to the word boundary."""
     logits = peaky("hello low world")
-    plain = align(logits, "hello world", UPPER)
-    starred = align(logits, "hello world", UPPER, star=True)
+    plain = align(logits, "hello world", UPPER, onset_log_prob=None)
+    starred = align(logits, "hello world", UPPER, star=True, onset_log_prob=None)
     assert [(w.start, w.end) for w in plain.words] == [(3, 32), (43, 60)]
     assert [(w.start, w.end) for w in starred.words] == [(3, 20), (43, 60)]
     assert starred.words[0].score > plain.words[0].score

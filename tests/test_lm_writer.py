@@ -13,8 +13,8 @@ from service.lm.arpa import BOS, read_arpa
 from service.lm.loading import load_decoder
 from service.wav2vec2.tokenizer import CTCTokenizer
 from tests.conftest import require_tool
-from training import arpa, build_lm
-from training.data import HELDOUT_SETS, plan_split
+from training import arpa, build_lm, tune_lm
+from training.data import HELDOUT_SETS, HELDOUT_VARIANTS, plan_split
 from training.sentences import RESERVED
 
 MODEL_DIR = Path(service.__file__).parent / "models" / "demo-ctc"
@@ -77,6 +77,24 @@ def test_the_lm_is_built_from_training_text_only():
     }
     assert not heldout & set(texts)
     assert not {r.upper() for r in RESERVED} & set(texts)
+
+
+def test_the_lm_is_tuned_on_sentences_it_and_the_tests_never_saw():
+    """training.tune_lm's dev set: each held-out kind, none of it a test, reserved or
+    training sentence (the LM's text), and the voices set in held-out voices only."""
+    require_tool("espeak-ng")
+    plans = tune_lm.dev_plans(n=20, test_size=200, train_shards=2)
+    assert sorted(plans) == [f"dev-{kind}" for kind in sorted(HELDOUT_SETS)]
+    test = {
+        u.text for kind in HELDOUT_SETS for u in plan_split(f"heldout-{kind}", 200, 0, RESERVED)
+    }
+    seen = set(build_lm.training_texts(shards=2, shard_size=1000, heldout_size=200, seed=0))
+    for plan in plans.values():
+        assert len(plan) == 20
+        texts = {u.text for u in plan}
+        assert not texts & (test | RESERVED) and not {t.upper() for t in texts} & seen
+    assert {u.variant for u in plans["dev-voices"]} <= set(HELDOUT_VARIANTS)
+    assert {u.kind for u in plans["dev-natural"]} == {"natural"}
 
 
 def test_alphabet_matches_the_demo_tokenizer():

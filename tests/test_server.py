@@ -28,9 +28,9 @@ import runpy, sys, time
 from service.engine import Engine
 delay = float(sys.argv.pop(1))
 run_batch = Engine.run_batch
-def slow(self, clips):
+def slow(self, *args):
     time.sleep(delay)
-    return run_batch(self, clips)
+    return run_batch(self, *args)
 Engine.run_batch = slow
 runpy.run_module("service", run_name="__main__", alter_sys=True)
 """

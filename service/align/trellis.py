@@ -28,7 +28,8 @@ from service.align.text import WILDCARD, TextWord, Token
 # Nats per frame a star frame pays against the frame's best token. Measured on demo-ctc with
 # espeak speech and one spoken word missing from each text (benchmarks/bench_align.py): any
 # penalty from 0.5 to 5 cuts the mean boundary error from 99 to 93-94 ms and leaves text that
-# matches the audio unchanged (81-82 ms); 8 loses the gain. 2 sits inside that range.
+# matches the audio unchanged (81-82 ms); 8 loses the gain. 2 sits inside that range. (Measured
+# on the path's own starts; with service/align/onsets.py, 2 takes the mean from 73 to 66 ms.)
 STAR_PENALTY = 2.0
 
 

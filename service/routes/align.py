@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request
 
 from service.align import EmptyTextError
 from service.errors import BadFieldError, TooLargeError
+from service.options import parse_language
 from service.routes.deps import (
     SettingsDep,
     Upload,
@@ -39,6 +40,7 @@ ALIGN_BODY: dict[str, Any] = {
                             "description": "the transcript (a form field or a UTF-8 file part)",
                         },
                         "model": {"type": "string"},
+                        "language": {"type": "string"},
                         "granularity": {
                             "type": "string",
                             "enum": list(GRANULARITIES),
@@ -72,7 +74,8 @@ ALIGN_ERRORS: dict[int | str, dict[str, Any]] = {
     415: _error("unsupported_media_type"),
     422: _error(
         "missing_text, empty_text, alignment_impossible (the text needs more frames than the "
-        "audio has), wrong_task (not a CTC model), invalid_field, missing_file"
+        "audio has), wrong_task (not a CTC model), invalid_field, missing_file, "
+        "unsupported_language"
     ),
 }
 
@@ -84,12 +87,23 @@ ALIGN_ERRORS: dict[int | str, dict[str, Any]] = {
     openapi_extra=ALIGN_BODY,
     responses=ALIGN_ERRORS,
     summary="Forced alignment: the transcript's word and character times in the audio.",
+    description="The best CTC path of the transcript through the clip's emissions (the same "
+    "batched forward pass as transcription), in seconds from the start of the input. A word "
+    "ends where its path ends; it starts at its speech onset: the path's start moved back over "
+    "the frames just before it where the blank wins but the non-blank probability exceeds "
+    "e^-10 (at most 10 frames, never into the previous word), because CTC models spike a "
+    "word's first letter late. `score`: the mean log-probability of the word's frames on the "
+    "path.",
 )
 async def align(request: Request, settings: SettingsDep) -> Prediction:
     """Forced alignment: the transcript's word and character times in the audio."""
     upload = await read_upload(request, text_files=("text",))
     text = _text(upload, settings.max_align_text_chars)
-    options = Options(granularity=_granularity(upload), star=upload.bool_field("star", False))
+    options = Options(
+        granularity=_granularity(upload),
+        star=upload.bool_field("star", False),
+        language=parse_language(upload.fields.get("language")),
+    )
     name = upload.fields.get("model")
     # A named model is checked below with a message about alignment; unnamed, the first CTC one.
     model = pick_model(served_models(request), name, None if name else "transcribe")

@@ -17,9 +17,11 @@ Field by field (OpenAI's names, the `openai` package's TranscriptionVerbose type
   the beam decoder even on a model without an LM. Our own decoding fields (`decoder`,
   `beam_width`, `alpha`, `beta`, `hotwords`, `hotword_weight`) are accepted too, checked as on
   /v1/transcribe.
-- `language`, `temperature`, `include[]`, `chunking_strategy`: accepted and ignored: CTC has
-  no sampling and no language switch. `language` is echoed as
-  verbose_json's `language` ("unknown" without it: a CTC checkpoint does not detect one).
+- `language`: on a model with language adapters (MMS), picks the adapter as on /v1/transcribe:
+  ISO 639-1 (`en`) or 639-3 (`eng`), or `auto` where a language identifier is configured; the
+  language used is verbose_json's `language`. A model of one language ignores it (code written
+  for OpenAI sends it) and echoes it ("unknown" without it).
+- `temperature`, `include[]`, `chunking_strategy`: accepted and ignored: CTC has no sampling.
   `temperature` must still be a number in [0, 1]. `stream=true` is a 422 (no SSE here; use the
   WebSocket /v1/stream).
 
@@ -243,12 +245,14 @@ async def transcriptions(request: Request, settings: SettingsDep) -> Response:
     hotwords += prompt_hotwords(upload.fields.get("prompt") or "", settings, room)
     options = request_options(upload, settings, hotwords)
     model = _model(served_models(request), upload.fields.get("model", ""))
+    if not model.languages:  # one language: OpenAI's field is no choice here
+        options = options.model_copy(update={"language": None})
     audio = await decode(upload, "file", model, settings)
     # Like the other routes: a client that hangs up frees its windows before they compute.
     work = model.predict(audio.samples, audio.duration, options)
     timed = await unless_disconnected(request, work)
     record_timings(request, timed)
-    language = upload.fields.get("language")
+    language = timed.result.language or upload.fields.get("language")
     response = render(timed.result, response_format, granularities, language)
     response.headers["x-model"] = model.name
     return response

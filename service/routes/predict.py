@@ -40,6 +40,7 @@ AUDIO_BODY = {
                         "file": {"type": "string", "format": "binary"},
                         "model": {"type": "string"},
                         "top_k": {"type": "integer"},
+                        "language": {"type": "string"},
                         "decoder": {"type": "string", "enum": ["greedy", "beam"]},
                         "beam_width": {"type": "integer"},
                         "alpha": {"type": "number"},

@@ -242,7 +242,12 @@ class _Session:
         self.live = model.open_stream(
             start.encoding, start.sample_rate, start.interim_results, start.options
         )
-        ready = Ready(model=model.name, sample_rate=start.sample_rate, encoding=start.encoding)
+        ready = Ready(
+            model=model.name,
+            sample_rate=start.sample_rate,
+            encoding=start.encoding,
+            language=model.language(start.options.language),
+        )
         await self._send([ready])
 
     async def _audio(self, data: bytes) -> None:

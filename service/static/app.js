@@ -1,4 +1,6 @@
-// The page: live transcription over WS /v1/stream and file upload to POST /v1/transcribe.
+// The page: live transcription over WS /v1/stream; a chosen file's words (file.js).
+import { setUpFilePanel } from "/static/file.js";
+
 const $ = (id) => document.getElementById(id);
 let live = null; // the running microphone session
 
@@ -105,32 +107,5 @@ $("mic").addEventListener("click", () => {
   }
 });
 
-$("file").addEventListener("change", async () => {
-  const file = $("file").files[0];
-  if (!file) return;
-  $("file-status").textContent = "transcribing…";
-  const form = new FormData();
-  form.append("file", file);
-  const response = await fetch("/v1/transcribe", { method: "POST", body: form });
-  const body = await response.json();
-  if (!response.ok) {
-    $("file-status").textContent = `error: ${body.error ? body.error.message : response.status}`;
-    return;
-  }
-  $("file-status").textContent = `${body.duration.toFixed(2)} s`;
-  $("file-text").textContent = body.text;
-  const rows = body.words.map((w) => {
-    const tr = document.createElement("tr");
-    for (const [value, cls] of [[w.word, ""], [w.start.toFixed(2), "time"], [w.end.toFixed(2), "time"]]) {
-      const td = document.createElement("td");
-      td.textContent = value;
-      if (cls) td.className = cls;
-      tr.append(td);
-    }
-    return tr;
-  });
-  $("words").querySelector("tbody").replaceChildren(...rows);
-  $("words").hidden = false;
-});
-
+setUpFilePanel();
 showModel();

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +16,10 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from service.errors import ModelError
+from service.wav2vec2.adapters import Languages, load_languages
 from service.wav2vec2.config import TASKS, Wav2Vec2Config
 from service.wav2vec2.features import FeatureExtractor
-from service.wav2vec2.heads import Head, build
+from service.wav2vec2.heads import Head, Wav2Vec2ForCTC, build
 from service.wav2vec2.quantize import quantize_int8
 from service.wav2vec2.tokenizer import CTCTokenizer
 
@@ -49,6 +51,7 @@ class LoadedModel:
     tokenizer: CTCTokenizer | None
     device: torch.device
     dtype: torch.dtype  # of the activations; float32 under int8
+    languages: Languages | None = None  # an MMS checkpoint's adapters, chosen per clip
     int8: bool = False  # weights quantised to int8 (quantize.py)
 
     @property
@@ -72,9 +75,14 @@ class LoadedModel:
     def min_samples(self) -> int:
         return self.config.min_samples()
 
-    def forward(self, clips: list[np.ndarray]) -> list[np.ndarray]:
+    def forward(
+        self, clips: list[np.ndarray], languages: Sequence[str | None] = ()
+    ) -> list[np.ndarray]:
         """The batch forward (Head.infer with this checkpoint's feature extractor): clips
-        (T_i,) float32 -> one float32 numpy output per clip, independent of the batch."""
+        (T_i,) float32 -> one float32 numpy output per clip, independent of the batch; with
+        language adapters, each clip in its language (None or none given: the default)."""
+        if self.languages is not None:
+            return self.languages.infer(clips, self.features, languages or [None] * len(clips))
         return self.model.infer(clips, self.features)
 
 
@@ -187,7 +195,11 @@ def load_model(
     device: str = "auto",
     dtype: str = "auto",
     attention: str = "auto",
+    languages: Sequence[str] = (),
+    language_memory_mb: float | None = None,
 ) -> LoadedModel:
+    """`languages`: an MMS checkpoint's adapters to serve (default all it has), all resident
+    or, with `language_memory_mb`, loaded on first use within that budget."""
     path = resolve(source)
     raw = _read_config(path)
     architecture = (raw.get("architectures") or ["Wav2Vec2Model"])[0]
@@ -232,10 +244,18 @@ def load_model(
     model = model.to(device=dev, dtype=dt).eval().requires_grad_(False)
     for layer in model.wav2vec2.encoder.layers:
         layer.attention.fuse_qkv()  # type: ignore[union-attr,operator]
-    if dtype == INT8:
-        quantize_int8(model)
     model.wav2vec2.set_attention(attention)
     tokenizer = CTCTokenizer.from_dir(path) if config.task == "transcribe" else None
+    served = None
+    if isinstance(model, Wav2Vec2ForCTC):
+        target = config.extra.get("target_lang")
+        served = load_languages(path, model, target, languages, language_memory_mb)
+    if served is not None:
+        tokenizer = served.tokenizers[served.default]
+    if dtype == INT8:
+        if served is not None:  # adapters swap fp32 weights in per language
+            raise ModelError(f"{source}: --dtype int8 does not take MMS language adapters yet")
+        quantize_int8(model)
     return LoadedModel(
         name=name or _default_name(source),
         source=source,
@@ -245,6 +265,7 @@ def load_model(
         tokenizer=tokenizer,
         device=dev,
         dtype=dt,
+        languages=served,
         int8=dtype == INT8,
     )
 
