@@ -14,13 +14,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from service.wav2vec2.family import FAMILIES
+
 RATE = 16_000
 VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4}
 VOCAB.update({c: i + 5 for i, c in enumerate("ETAONIHSRDLUMWCFGYPBVK'XJQZ")})
 
-# transformers.Wav2Vec2Config overrides. base = the defaults (facebook/wav2vec2-base-960h shape:
-# group norm, post-LN, 12 x 768); large = facebook/wav2vec2-large-960h-lv60-self's shape
-# (layer norm, pre-LN "stable", 24 x 1024, conv bias), which wants an attention mask.
+# The architectures --arch takes: transformers' class prefixes of the family (family.py).
+ARCHS = sorted(f.name for f in FAMILIES.values())
+
+# Overrides of the --arch's transformers config class (Wav2Vec2Config, HubertConfig, ...).
+# base = the defaults (facebook/wav2vec2-base-960h shape: group norm, post-LN, 12 x 768; for
+# Data2VecAudio, its own base: layer norm, 5 positional convs); large =
+# facebook/wav2vec2-large-960h-lv60-self's shape (layer norm, pre-LN "stable", 24 x 1024,
+# conv bias), which wants an attention mask.
 CONFIGS: dict[str, dict] = {
     "base": {},
     "large": dict(
@@ -48,15 +55,15 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 BATCH_SECONDS = [2.0, 3.7, 5.2, 6.8, 8.4, 10.3, 12.6, 15.0]
 
 
-def save_checkpoint(path: Path, config: str, seed: int = 0) -> Path:
-    """A random Wav2Vec2ForCTC of the named size, written with save_pretrained (+ vocab)."""
+def save_checkpoint(path: Path, config: str, seed: int = 0, arch: str = "Wav2Vec2") -> Path:
+    """A random <arch>ForCTC of the named size, written with save_pretrained (+ vocab)."""
     import transformers
 
     torch.manual_seed(seed)
-    cfg = transformers.Wav2Vec2Config(
-        **CONFIGS[config], vocab_size=len(VOCAB), architectures=["Wav2Vec2ForCTC"]
+    cfg = getattr(transformers, arch + "Config")(
+        **CONFIGS[config], vocab_size=len(VOCAB), architectures=[arch + "ForCTC"]
     )
-    transformers.Wav2Vec2ForCTC(cfg).eval().save_pretrained(path)
+    getattr(transformers, arch + "ForCTC")(cfg).eval().save_pretrained(path)
     (path / "vocab.json").write_text(json.dumps(VOCAB))
     preprocessor = {
         "feature_extractor_type": "Wav2Vec2FeatureExtractor",
@@ -64,7 +71,8 @@ def save_checkpoint(path: Path, config: str, seed: int = 0) -> Path:
         "sampling_rate": RATE,
         "padding_value": 0.0,
         "do_normalize": True,
-        "return_attention_mask": cfg.feat_extract_norm == "layer",
+        # Data2VecAudio's config has no feat_extract_norm: its convs are all layer-normed.
+        "return_attention_mask": getattr(cfg, "feat_extract_norm", "layer") == "layer",
     }
     (path / "preprocessor_config.json").write_text(json.dumps(preprocessor))
     return path
@@ -107,16 +115,29 @@ def ours(path: Path, device: str, dtype: str, attention: str) -> tuple[Runner, s
     from service.wav2vec2.loading import load_model
 
     loaded = load_model(str(path), device=device, dtype=dtype, attention=attention)
-    return loaded.forward, loaded.model.wav2vec2.attention_kind
+    return loaded.forward, loaded.model.backbone.attention_kind
 
 
-def transformers_runner(path: Path, device: str, dtype: str, attention: str) -> Runner:
+def transformers_attention(arch: str, impl: str) -> str:
+    """The attention implementation transformers runs `arch` with when asked for `impl`."""
+    import transformers
+
+    if impl == "sdpa" and not getattr(transformers, arch + "ForCTC")._supports_sdpa:
+        return "eager"  # WavLM: transformers has no other attention for it
+    return impl
+
+
+def transformers_runner(
+    path: Path, device: str, dtype: str, attention: str, arch: str = "Wav2Vec2"
+) -> Runner:
     """transformers as its docs say: the feature extractor pads the batch (per-clip
     normalisation included); the attention mask only where the config asks for one."""
     import transformers
 
     impl = {"sdpa": "sdpa", "flash": "flash_attention_2", "eager": "eager"}[attention]
-    model = transformers.Wav2Vec2ForCTC.from_pretrained(path, attn_implementation=impl)
+    model_class = getattr(transformers, arch + "ForCTC")
+    impl = transformers_attention(arch, impl)
+    model = model_class.from_pretrained(path, attn_implementation=impl)
     model = model.to(device=device, dtype=DTYPES[dtype]).eval()
     extractor = transformers.Wav2Vec2FeatureExtractor.from_pretrained(path)
     use_mask = extractor.return_attention_mask

@@ -3,6 +3,7 @@
     python benchmarks/bench_engine.py --config base --dtype float32 --out results/engine.json
     python benchmarks/bench_engine.py --config base --device cuda --dtype float16 --memory
     python benchmarks/bench_engine.py --config tiny --smoke        # seconds, what CI runs
+    python benchmarks/bench_engine.py --arch Hubert --threads 1 --repeats 3
 
 Both sides include per-clip feature normalisation and the copy of the logits to numpy, and
 use the same attention implementation (SDPA by default). Timings are interleaved A/B/B/A...
@@ -32,12 +33,14 @@ if str(ROOT) not in sys.path:  # `python benchmarks/bench_engine.py` from anywhe
     sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import (  # noqa: E402
+    ARCHS,
     CONFIGS,
     cases,
     ours,
     save_checkpoint,
     sync,
     timed,
+    transformers_attention,
     transformers_runner,
 )
 
@@ -47,6 +50,7 @@ SIDES = ("ours", "transformers")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config", choices=sorted(CONFIGS), default="base")
+    p.add_argument("--arch", choices=ARCHS, default="Wav2Vec2", help="<arch>ForCTC of the family")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--attention", choices=["sdpa", "flash", "eager"], default="sdpa")
@@ -137,7 +141,9 @@ def memory_child(args: argparse.Namespace) -> None:
     if args.memory_child == "ours":
         run, _ = ours(args.checkpoint, args.device, args.dtype, args.attention)
     else:
-        run = transformers_runner(args.checkpoint, args.device, args.dtype, args.attention)
+        run = transformers_runner(
+            args.checkpoint, args.device, args.dtype, args.attention, args.arch
+        )
     sync(args.device)
     loaded = _peak_rss_mib()
     reset = _reset_peak_rss()
@@ -184,6 +190,7 @@ def measure_memory(args: argparse.Namespace, checkpoint: Path, case: str) -> dic
         cmd = [sys.executable, __file__, "--memory-child", side, "--checkpoint", str(checkpoint)]
         cmd += ["--cases", case, "--device", args.device, "--dtype", args.dtype]
         cmd += ["--attention", args.attention, "--threads", str(args.threads)]
+        cmd += ["--arch", args.arch]
         cmd += ["--smoke"] if args.smoke else []
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         if done.returncode != 0:
@@ -197,15 +204,19 @@ def run(args: argparse.Namespace) -> dict:
     all_cases = cases(args.smoke, args.device)
     names = [c for c in args.cases.split(",") if c] or list(all_cases)
     report: dict = {"config": args.config, "dtype": args.dtype, "device": args.device}
+    report["arch"] = args.arch
     report["environment"] = environment(args)
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = save_checkpoint(Path(tmp) / args.config, args.config)
+        checkpoint = save_checkpoint(Path(tmp) / args.config, args.config, arch=args.arch)
         run_ours, kind = ours(checkpoint, args.device, args.dtype, args.attention)
         runners = {"ours": run_ours}
-        report["attention"] = {"ours": kind, "transformers": args.attention}
+        report["attention"] = {
+            "ours": kind,
+            "transformers": transformers_attention(args.arch, args.attention),
+        }
         try:
             runners["transformers"] = transformers_runner(
-                checkpoint, args.device, args.dtype, args.attention
+                checkpoint, args.device, args.dtype, args.attention, args.arch
             )
         except Exception as exc:  # e.g. flash_attention_2 without the flash-attn package
             report["attention"]["transformers"] = f"unavailable: {type(exc).__name__}: {exc}"
@@ -230,7 +241,8 @@ def markdown(report: dict) -> str:
     env = report["environment"]
     hw = env.get("gpu") or f"{env['cpu']} ({env['cores']} cores, {env['threads']} threads)"
     lines = [
-        f"Engine vs transformers: `{report['config']}` config, {report['dtype']} on "
+        f"Engine vs transformers: {report.get('arch', 'Wav2Vec2')}ForCTC, "
+        f"`{report['config']}` config, {report['dtype']} on "
         f"{report['device']}, attention ours={report['attention']['ours']} / "
         f"transformers={report['attention']['transformers']}",
         "",

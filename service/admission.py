@@ -55,6 +55,24 @@ def estimate(backlog_audio: float, request_audio: float, throughput: Throughput)
     return Estimate(backlog_audio / rate, request_audio / rate)
 
 
+@dataclass(frozen=True)
+class Deadline:
+    """How long a request may take: `base` plus its expected compute times `margin`, at most
+    `cap`. A fixed timeout (the old 120 s) refused every upload of more than ~9 min here with
+    a 413, though the documented limit is an hour; scaling with the work lets long audio
+    finish while a short clip keeps a short bound."""
+
+    base: float
+    margin: float
+    cap: float
+
+    def seconds(self, est: Estimate | None) -> float:
+        """The deadline for a request with this estimate; `cap` while nothing is measured."""
+        if est is None:
+            return self.cap
+        return min(self.cap, self.base + self.margin * est.work)
+
+
 def admit(est: Estimate | None, max_queue_time: float, deadline: float) -> None:
     """Raise unless a request with this estimate can start in time and finish by its deadline.
 
@@ -66,8 +84,8 @@ def admit(est: Estimate | None, max_queue_time: float, deadline: float) -> None:
         return
     if est.work > deadline:
         raise TooLargeError(
-            f"this audio needs about {est.work:.0f} s of compute, more than the request "
-            f"timeout of {deadline:g} s; send shorter audio",
+            f"this audio needs about {est.work:.0f} s of compute, more than the longest "
+            f"request time of {deadline:g} s; send shorter audio",
             code="audio_too_long",
         )
     allowed = min(max_queue_time, deadline - est.work)

@@ -35,6 +35,8 @@ _UNKNOWN_FRAMES = 1 << 62
 # Header durations can be estimates (MP3 without a Xing frame), so the cheap up-front refusal
 # leaves some slack; the count taken while decoding is exact and always enforced.
 _HEADER_SLACK = 1.05
+# Samples the resampler may add beyond length x ratio (its rounding), kept free in the room.
+RESAMPLER_SLACK = 64
 _SF_ERR_UNRECOGNISED_FORMAT = 1
 
 # encoding -> (numpy dtype, scale, offset): float = (raw + offset) * scale
@@ -102,6 +104,9 @@ class _Collector:
         self.frames = 0
         self._max_frames = max_seconds * self.rate
         self._parts: list[np.ndarray] = []
+        # Room reserved from the header's length (check_header), filled as blocks arrive.
+        self._out: np.ndarray | None = None
+        self._filled = 0
         self._stream = (
             None
             if self.rate == target_rate
@@ -111,9 +116,17 @@ class _Collector:
         )
 
     def check_header(self, frames: float) -> None:
-        """Refuse before decoding when the header's length is clearly over the limit."""
-        if 0 < frames < _UNKNOWN_FRAMES and frames > self._max_frames * _HEADER_SLACK:
+        """Refuse before decoding when the header's length is clearly over the limit; else
+        reserve room for the samples it announces, so that a long clip is never held twice
+        (blocks plus their concatenation were 2 x 230 MB for an hour at 16 kHz). Untouched
+        room costs no memory: a header that claims more than it holds is harmless."""
+        if not 0 < frames < _UNKNOWN_FRAMES:
+            return
+        if frames > self._max_frames * _HEADER_SLACK:
             raise _too_long(self.max_seconds)
+        if self.frames == 0:
+            size = math.ceil(frames * self.target_rate / self.rate) + RESAMPLER_SLACK
+            self._out = np.empty(size, np.float32)
 
     def add(self, block: np.ndarray) -> None:
         """Take a (frames, channels) block of float samples."""
@@ -129,16 +142,31 @@ class _Collector:
         mono = np.ascontiguousarray(mono, dtype=np.float32)
         if self._stream is not None:
             mono = self._stream.resample_chunk(mono, last=False)
+        self._keep(mono)
+
+    def _keep(self, mono: np.ndarray) -> None:
+        """Copy samples into the reserved room, or beyond it into parts (the block may be a
+        reused read buffer: never kept as it is)."""
+        end = self._filled + len(mono)
+        if self._out is not None and not self._parts and end <= len(self._out):
+            self._out[self._filled : end] = mono
+            self._filled = end
         else:
-            mono = mono.copy()  # the block may be a reused read buffer
-        self._parts.append(mono)
+            self._parts.append(mono.copy() if self._stream is None else mono)
 
     def take(self, last: bool = False) -> np.ndarray:
         """The samples collected since the last take; `last` flushes the resampler's tail."""
         if last and self._stream is not None:
-            self._parts.append(self._stream.resample_chunk(np.zeros(0, np.float32), last=True))
+            tail = self._stream.resample_chunk(np.zeros(0, np.float32), last=True)
             self._stream = None
+            self._keep(tail)
         parts, self._parts = self._parts, []
+        if self._out is not None:
+            head, self._out, filled = self._out, None, self._filled
+            self._filled = 0
+            if not parts:  # a header that overstated the length leaves room to give back
+                return head[:filled] if filled > 0.9 * len(head) else head[:filled].copy()
+            parts.insert(0, head[:filled])
         if not parts:
             return np.zeros(0, np.float32)
         return np.concatenate(parts) if len(parts) > 1 else parts[0]

@@ -138,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(settings: Settings) -> int:
-    from service import server
+    from service import allocator, server
     from service.app import create_app
+
+    allocator.configure()  # before the model and request threads start (allocator.py)
 
     # The draining runner, not uvicorn.run: SIGTERM must turn /readyz 503 and finish the
     # accepted requests with the socket still open, then exit 0.

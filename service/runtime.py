@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service import metrics
-from service.admission import Throughput, admit, estimate
+from service.admission import Deadline, Throughput, admit, estimate
 from service.align import align
 from service.align import wire as align_wire
 from service.audio import Audio, PcmDecoder
@@ -112,6 +112,9 @@ class ServedModel:
         self._decoding = DecodePool(settings.beam_workers, f"decode-{self.name}")
         # Measured per batch; admission turns queued audio into an expected wait with it.
         self.throughput = Throughput()
+        self._deadline = Deadline(
+            settings.request_timeout, settings.request_timeout_margin, settings.max_request_timeout
+        )
         # Fault-injection tests wrap _batcher.run_batch; nothing outside this class reaches in.
         self._batcher: Batcher[Clip, np.ndarray] = Batcher(
             run_batch=self._engine.run_clips,
@@ -133,7 +136,7 @@ class ServedModel:
     @property
     def attention(self) -> str:
         """The attention kernel the model runs (eager, sdpa, flash)."""
-        return str(self._loaded.model.wav2vec2.attention_kind)
+        return str(self._loaded.model.backbone.attention_kind)
 
     def card(self) -> ModelCard:
         loaded = self._loaded
@@ -263,14 +266,15 @@ class ServedModel:
         rate = self.sampling_rate
         work = sum(w.end - w.start for w in plan) / rate
         est = estimate(self._batcher.inflight_cost / rate, work, self.throughput)
-        admit(est, self._settings.max_queue_time, self._settings.request_timeout)
+        deadline = self._deadline.seconds(est)
+        admit(est, self._settings.max_queue_time, deadline)
         windows = [
             asyncio.ensure_future(
                 self._batcher.submit_timed(
                     Clip(samples[w.start : w.end], language),
                     w.end - w.start,
                     priority=priority,
-                    timeout=self._settings.request_timeout,
+                    timeout=deadline,
                 )
             )
             for w in plan

@@ -49,7 +49,12 @@ class Settings(BaseSettings):
     max_batch_samples: int = Field(16_000 * 240, ge=16_000)  # padded samples per forward pass
     max_wait_ms: float = Field(5.0, ge=0)
     max_queue: int = Field(256, ge=1)
+    # A request's deadline: request_timeout plus its expected compute (measured throughput)
+    # times request_timeout_margin, at most max_request_timeout (admission.Deadline). Work
+    # expected to take longer than max_request_timeout is refused up front (413).
     request_timeout: float = Field(120.0, gt=0)
+    request_timeout_margin: float = Field(2.0, ge=1)
+    max_request_timeout: float = Field(3600.0, gt=0)
     # Admission (admission.py): refuse (429) a request expected to wait longer than this
     max_queue_time: float = Field(10.0, gt=0)
 
@@ -112,6 +117,8 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.stride_seconds * 2 >= self.chunk_seconds:
             raise ValueError("stride_seconds must be less than half of chunk_seconds")
+        if self.max_request_timeout < self.request_timeout:
+            raise ValueError("max_request_timeout must be at least request_timeout")
         self.lid_models()
         return self
 

@@ -145,6 +145,7 @@ class Stream:
         self._ids = np.zeros(0, np.int64)  # committed ids of the open segment
         self._logits: np.ndarray | None = None  # and their logits, for decode_final
         self._tail = np.zeros(0, np.int64)  # tentative ids from the last lookahead
+        self._unsent: list[_Closed] = []  # closed segments whose finals are not yet returned
         self._partial = ""
         self._covered = 0  # samples the last partial covered
         self._ends: list[int] = []  # arrival log: stream sample ends of received frames ...
@@ -166,7 +167,14 @@ class Stream:
 
     async def advance(self) -> list[Message]:
         """Run every chunk whose lookahead has arrived; the finals and partial to send."""
-        closed: list[_Closed] = []
+        await self._run_chunks()
+        out: list[Message] = await self._finals()
+        if self.interim:
+            out += self._partial_message()
+        return out
+
+    async def _run_chunks(self) -> None:
+        """Commit every chunk whose lookahead has arrived (closed segments join _unsent)."""
         w = self.w
         while self.received >= w.samples_for(self.done + w.chunk + w.lookahead):
             firsts = [self.done]
@@ -177,23 +185,38 @@ class Stream:
             ends = [f + w.chunk for f in firsts]
             needs = [self._window(f, w.samples_for(e + w.lookahead)) for f, e in zip(firsts, ends)]
             for (a, logits), f, e in zip(await asyncio.gather(*needs), firsts, ends):
-                closed += self._commit(logits, a, f, e)
+                self._unsent += self._commit(logits, a, f, e)
             self._trim()
-        out: list[Message] = await self._finals(closed)
-        if self.interim:
-            out += self._partial_message()
-        return out
 
     async def finish(self) -> list[Message]:
         """No more audio: commit every frame left, close the open segment."""
-        out: list[Message] = [m for m in await self.advance() if isinstance(m, Final)]
+        await self._run_chunks()
         total = self.w.frames_in(self.received)
-        closed = []
         if total > self.done:
             a, logits = await self._window(self.done, self.received)
-            closed += self._commit(logits, a, self.done, total)
+            self._unsent += self._commit(logits, a, self.done, total)
         self._tail = self._tail[:0]
-        return out + await self._finals(closed + self._close(len(self._ids)))
+        self._unsent += self._close(len(self._ids))
+        return await self._finals()
+
+    def cut_short(self) -> list[Message]:
+        """Out of time (a drain past its timeout): finals, decoded greedily and at once, for
+        every frame the model has computed, the last window's lookahead included. Audio not
+        yet through the model gets none; `covered_seconds` says where the finals stop.
+
+        Safe after `advance` or `finish` was cancelled at any await: a closed segment leaves
+        `_unsent` only when its final is returned, and frames are committed after the forward.
+        """
+        self._ids = np.concatenate([self._ids, self._tail])
+        self._tail = self._tail[:0]
+        self._logits = None
+        closed, self._unsent = self._unsent + self._close(len(self._ids)), []
+        return [f for seg in closed if (f := self._final(seg, self._greedy(seg)))]
+
+    @property
+    def covered_seconds(self) -> float:
+        """Seconds of the stream that the finals sent so far, or being sent, cover."""
+        return decode.seconds(self.seg_start + len(self._ids), self.frame_seconds)
 
     async def _window(self, first: int, end: int) -> tuple[int, np.ndarray]:
         """Logits of samples [a * step, end), a = first - left context; returns (a, logits)."""
@@ -265,30 +288,34 @@ class Stream:
         arrived = self._arrived(self.seg_start * self.w.step - 1)
         return [_Closed(start, self.seg_start, ids, logits, arrived)]
 
-    async def _finals(self, closed: list[_Closed]) -> list[Message]:
-        """Closed segments -> finals (none for a silent one), in order."""
-        out: list[Message] = []
-        for seg in closed:
-            if not len(seg.ids):
-                continue
-            if seg.logits is not None and self.decode_final is not None:
-                decoded = await self.decode_final(seg.logits)
+    async def _finals(self) -> list[Message]:
+        """Closed segments -> finals (none for a silent one), in order. The segments stay in
+        `_unsent` until all are decoded: cancelled mid-way, cut_short still has them."""
+        decoded = []
+        for seg in self._unsent:
+            if seg.logits is not None and self.decode_final is not None and len(seg.ids):
+                decoded.append(await self.decode_final(seg.logits))
             else:
-                decoded = self.tokenizer.decode(seg.ids.tolist())
-            if not decoded.text:
-                continue
-            if seg.arrived is not None:
-                STREAM_LATENCY.labels("final").observe(self.clock() - seg.arrived)
-            fs = self.frame_seconds
-            out.append(
-                Final(
-                    text=decoded.text,
-                    words=decode.words(decoded, fs, first_frame=seg.start),
-                    start=decode.seconds(seg.start, fs),
-                    end=decode.seconds(seg.end, fs),
-                )
-            )
-        return out
+                decoded.append(self._greedy(seg))
+        closed, self._unsent = self._unsent, []
+        return [f for seg, d in zip(closed, decoded) if (f := self._final(seg, d))]
+
+    def _greedy(self, seg: _Closed) -> Decoded:
+        return self.tokenizer.decode(seg.ids.tolist())
+
+    def _final(self, seg: _Closed, decoded: Decoded) -> Final | None:
+        """A segment's final; None when it says nothing."""
+        if not len(seg.ids) or not decoded.text:
+            return None
+        if seg.arrived is not None:
+            STREAM_LATENCY.labels("final").observe(self.clock() - seg.arrived)
+        fs = self.frame_seconds
+        return Final(
+            text=decoded.text,
+            words=decode.words(decoded, fs, first_frame=seg.start),
+            start=decode.seconds(seg.start, fs),
+            end=decode.seconds(seg.end, fs),
+        )
 
     def _partial_message(self) -> list[Message]:
         text = self.tokenizer.decode(np.concatenate([self._ids, self._tail]).tolist()).text
@@ -337,6 +364,15 @@ class LiveStream:
         """No more audio: the finals of everything received."""
         self.stream.feed(self.pcm.flush())
         return await self.stream.finish()
+
+    def cut_short(self) -> list[Message]:
+        """Out of time: the finals of what the model has computed (Stream.cut_short)."""
+        return self.stream.cut_short()
+
+    @property
+    def covered_seconds(self) -> float:
+        """Seconds, at the model's rate, that the finals sent so far cover."""
+        return self.stream.covered_seconds
 
 
 @dataclass

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from service.wav2vec2.family import split_architecture
+
 VOCAB = {
     "<pad>": 0,
     "<s>": 1,
@@ -44,7 +46,8 @@ TINY = dict(
     xvector_output_dim=20,
 )
 
-# name -> (architecture, config overrides, save options)
+# name -> (architecture, config overrides, save options). The architecture picks the
+# transformers config class: "HubertForCTC" -> HubertConfig (family.py's class prefix).
 VARIANTS = {
     "ctc-group": ("Wav2Vec2ForCTC", {}, {}),
     "ctc-layer-stable-bias-bin": (
@@ -100,6 +103,141 @@ VARIANTS = {
     ),
     "base": ("Wav2Vec2Model", {}, {}),
 }
+# Every other architecture of the family: each head transformers has for it and each switch
+# its config class reads (STABLE = the large checkpoints' layer norms).
+STABLE = dict(feat_extract_norm="layer", do_stable_layer_norm=True)
+DATA2VEC = dict(num_conv_pos_embeddings=3, conv_pos_kernel_size=5)  # 3 convs, not TINY's 16
+VARIANTS |= {
+    "hubert-ctc": ("HubertForCTC", {}, {}),
+    "hubert-ctc-stable-bias-noprojnorm": (
+        "HubertForCTC",
+        dict(**STABLE, conv_bias=True, feat_proj_layer_norm=False),
+        {},
+    ),
+    "hubert-ctc-batchnorm-oddkernel": (
+        "HubertForCTC",
+        dict(conv_pos_batch_norm=True, num_conv_pos_embeddings=15, feat_extract_norm="layer"),
+        {},
+    ),
+    "hubert-ctc-attn-adapter": ("HubertForCTC", dict(**STABLE, adapter_attn_dim=8), {}),
+    "hubert-classify-weighted-batchnorm": (
+        "HubertForSequenceClassification",
+        dict(use_weighted_layer_sum=True, conv_pos_batch_norm=True),
+        {},
+    ),
+    "hubert-classify-stable": ("HubertForSequenceClassification", STABLE, {}),
+    "hubert-base-old-weightnorm": ("HubertModel", {}, {"old_weight_norm": True}),
+    "data2vec-ctc": ("Data2VecAudioForCTC", DATA2VEC, {}),
+    "data2vec-ctc-bias-evenkernel": (
+        "Data2VecAudioForCTC",
+        dict(DATA2VEC, conv_bias=True, conv_pos_kernel_size=4),
+        {},
+    ),
+    "data2vec-ctc-add-adapter": (
+        "Data2VecAudioForCTC",
+        dict(DATA2VEC, add_adapter=True, output_hidden_size=16, num_adapter_layers=2),
+        {},
+    ),
+    "data2vec-classify-weighted": (
+        "Data2VecAudioForSequenceClassification",
+        dict(DATA2VEC, use_weighted_layer_sum=True),
+        {},
+    ),
+    "data2vec-frames-weighted": (
+        "Data2VecAudioForAudioFrameClassification",
+        dict(DATA2VEC, use_weighted_layer_sum=True),
+        {},
+    ),
+    "data2vec-xvector": ("Data2VecAudioForXVector", DATA2VEC, {}),
+    "data2vec-base": ("Data2VecAudioModel", DATA2VEC, {}),
+    "unispeech-ctc": ("UniSpeechForCTC", {}, {}),
+    "unispeech-ctc-stable-bias-adapter": (
+        "UniSpeechForCTC",
+        dict(**STABLE, conv_bias=True, adapter_attn_dim=8),
+        {},
+    ),
+    "unispeech-classify-weighted": (
+        "UniSpeechForSequenceClassification",
+        dict(use_weighted_layer_sum=True),
+        {},
+    ),
+    "unispeech-base": ("UniSpeechModel", STABLE, {}),
+    "unispeech-sat-ctc-stable-bias": ("UniSpeechSatForCTC", dict(**STABLE, conv_bias=True), {}),
+    "unispeech-sat-ctc-attn-adapter": (
+        "UniSpeechSatForCTC",
+        dict(**STABLE, adapter_attn_dim=8, mask_time_prob=0.0),
+        {},
+    ),
+    "unispeech-sat-classify": ("UniSpeechSatForSequenceClassification", {}, {}),
+    "unispeech-sat-frames-weighted": (
+        "UniSpeechSatForAudioFrameClassification",
+        dict(**STABLE, use_weighted_layer_sum=True),
+        {},
+    ),
+    "unispeech-sat-xvector": ("UniSpeechSatForXVector", dict(use_weighted_layer_sum=True), {}),
+    "unispeech-sat-xvector-stable": ("UniSpeechSatForXVector", STABLE, {}),
+    "unispeech-sat-base": ("UniSpeechSatModel", {}, {}),
+}
+# WavLM: 16 buckets up to distance 40 put most of a tiny clip's ~60 frames in log buckets.
+BUCKETS = dict(num_buckets=16, max_bucket_distance=40)
+VARIANTS |= {
+    "wavlm-ctc": ("WavLMForCTC", BUCKETS, {}),
+    "wavlm-ctc-stable-bias": ("WavLMForCTC", dict(**STABLE, **BUCKETS, conv_bias=True), {}),
+    "wavlm-ctc-add-adapter": (
+        "WavLMForCTC",
+        dict(BUCKETS, add_adapter=True, output_hidden_size=16, num_adapter_layers=2),
+        {},
+    ),
+    "wavlm-classify-weighted": (
+        "WavLMForSequenceClassification",
+        dict(BUCKETS, use_weighted_layer_sum=True),
+        {},
+    ),
+    "wavlm-frames-stable-weighted": (
+        "WavLMForAudioFrameClassification",
+        dict(**STABLE, **BUCKETS, use_weighted_layer_sum=True),
+        {},
+    ),
+    "wavlm-xvector-weighted": ("WavLMForXVector", dict(BUCKETS, use_weighted_layer_sum=True), {}),
+    "wavlm-xvector-stable": ("WavLMForXVector", dict(**STABLE, **BUCKETS), {}),
+    "wavlm-base": ("WavLMModel", {}, {}),  # the default 320 buckets: all exact at this length
+    "conformer-ctc-relative": ("Wav2Vec2ConformerForCTC", dict(conv_depthwise_kernel_size=7), {}),
+    "conformer-ctc-rotary-layer-bias": (
+        "Wav2Vec2ConformerForCTC",
+        dict(position_embeddings_type="rotary", feat_extract_norm="layer", conv_bias=True),
+        {},
+    ),
+    "conformer-ctc-nopositions": (
+        "Wav2Vec2ConformerForCTC",
+        dict(position_embeddings_type=None),
+        {},
+    ),
+    "conformer-ctc-add-adapter": (
+        "Wav2Vec2ConformerForCTC",
+        dict(add_adapter=True, output_hidden_size=16, num_adapter_layers=2),
+        {},
+    ),
+    "conformer-classify-weighted-rotary": (
+        "Wav2Vec2ConformerForSequenceClassification",
+        dict(use_weighted_layer_sum=True, position_embeddings_type="rotary"),
+        {},
+    ),
+    "conformer-frames-weighted": (
+        "Wav2Vec2ConformerForAudioFrameClassification",
+        dict(use_weighted_layer_sum=True, conv_depthwise_kernel_size=5),
+        {},
+    ),
+    "conformer-xvector-weighted": (
+        "Wav2Vec2ConformerForXVector",
+        dict(use_weighted_layer_sum=True),
+        {},
+    ),
+    "conformer-base-rotary": (
+        "Wav2Vec2ConformerModel",
+        dict(position_embeddings_type="rotary"),
+        {},
+    ),
+}
 
 
 def make_checkpoint(root: Path, variant: str, seed: int = 0) -> Path:
@@ -108,7 +246,9 @@ def make_checkpoint(root: Path, variant: str, seed: int = 0) -> Path:
 
     architecture, overrides, options = VARIANTS[variant]
     torch.manual_seed(seed)
-    config = transformers.Wav2Vec2Config(
+    parts = split_architecture(architecture)
+    assert parts is not None, architecture
+    config = getattr(transformers, parts[0] + "Config")(
         **{**TINY, **overrides},
         vocab_size=len(VOCAB),
         architectures=[architecture],
@@ -117,6 +257,8 @@ def make_checkpoint(root: Path, variant: str, seed: int = 0) -> Path:
     )
     model = getattr(transformers, architecture)(config).eval()
     _randomize_norms(model)
+    if architecture.startswith(("WavLM", "Wav2Vec2Conformer")):
+        _sharpen_positions(model)
     path = root / variant
     kwargs = {}
     if options.get("shard"):
@@ -140,7 +282,7 @@ def make_checkpoint(root: Path, variant: str, seed: int = 0) -> Path:
             }
         )
     )
-    write_preprocessor(path, config.feat_extract_norm == "layer")
+    write_preprocessor(path, getattr(config, "feat_extract_norm", "layer") == "layer")
     return path
 
 
@@ -164,11 +306,39 @@ def _randomize_norms(model: torch.nn.Module) -> None:
     """Norms start at (1, 0): random values catch a norm applied in the wrong place."""
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm)):
+            norms = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.BatchNorm1d)
+            if isinstance(module, norms) and module.weight is not None:
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.2, 0.2)
+            if isinstance(module, torch.nn.BatchNorm1d):  # eval uses the running statistics
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
         if hasattr(model, "layer_weights"):
             model.layer_weights.uniform_(-1, 1)
+
+
+def _sharpen_positions(model: torch.nn.Module) -> None:
+    """At init scale (std 0.02) attention is nearly uniform and a tiny model's output moves
+    by < 1e-4 without its position bias or rotary: larger query/key and position weights make
+    every position term count, so parity fails where one is missing."""
+    scales = {
+        "q_proj.weight": 0.3,
+        "k_proj.weight": 0.3,
+        "linear_q.weight": 0.3,
+        "linear_k.weight": 0.3,
+        "rel_attn_embed.weight": 1.0,
+        "gru_rel_pos_linear.weight": 0.5,
+        "pos_bias_u": 1.0,
+        "pos_bias_v": 1.0,
+        "linear_pos.weight": 0.3,
+    }
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            for suffix, std in scales.items():
+                if name.endswith(suffix):
+                    param.normal_(0.0, std)
+            if name.endswith("gru_rel_pos_const"):
+                param.uniform_(0.5, 1.5)
 
 
 def _force_bin(model: torch.nn.Module, path: Path) -> None:

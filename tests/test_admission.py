@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.admission import Estimate, Throughput, admit, estimate
+from service.admission import Deadline, Estimate, Throughput, admit, estimate
 from service.errors import OverloadedError, TooLargeError
 
 
@@ -50,19 +50,47 @@ def test_a_request_that_would_miss_its_deadline_is_not_admitted():
     assert err2.value.status == 413 and err2.value.code == "audio_too_long"
 
 
+def test_the_deadline_grows_with_the_expected_work_up_to_the_cap():
+    d = Deadline(base=120.0, margin=2.0, cap=1000.0)
+    assert d.seconds(None) == 1000.0  # nothing measured: the longest
+    assert d.seconds(Estimate(wait=3.0, work=1.0)) == 122.0
+    assert d.seconds(Estimate(wait=0.0, work=300.0)) == 720.0  # long audio: 10 min of work
+    assert d.seconds(Estimate(wait=0.0, work=600.0)) == 1000.0
+    # Work within the cap is admitted on an idle server; over it, 413.
+    admit(Estimate(0.0, 900.0), max_queue_time=10.0, deadline=d.seconds(Estimate(0.0, 900.0)))
+    with pytest.raises(TooLargeError):
+        admit(Estimate(0.0, 1001.0), 10.0, d.seconds(Estimate(0.0, 1001.0)))
+
+
 async def test_the_runtime_measures_throughput_and_admits_by_it(checkpoints):
     from tests.api.helpers import serve, settings_for, wav
     from tests.checkpoints import speech_like
 
     raw = {"content-type": "audio/wav"}
-    async with serve(settings_for(checkpoints, ["asr"], request_timeout=30.0)) as s:
+    settings = settings_for(checkpoints, ["asr"], request_timeout=30.0, max_request_timeout=100.0)
+    async with serve(settings) as s:
         runtime = s.runtime("asr")
+        submit = runtime._batcher.submit_timed
+        timeouts: list[float] = []
+
+        async def spy(*args, timeout=None, **kwargs):
+            timeouts.append(timeout)
+            return await submit(*args, timeout=timeout, **kwargs)
+
+        runtime._batcher.submit_timed = spy
         r = await s.client.post("/v1/transcribe", content=wav(speech_like(1.0)), headers=raw)
         assert r.status_code == 200
+        assert timeouts == [100.0]  # the first request, nothing measured: the cap
         assert runtime.throughput.rate is not None and runtime.throughput.rate > 0
-        runtime.throughput.rate = 1 / 60  # a minute of compute per audio second: 1 s > 30 s
+        # 40 s of compute per audio second: the 1 s clip misses the 30 s base, but its
+        # deadline grows with the work (30 + 2 x 40 = 110 s, capped at 100): admitted.
+        runtime.throughput.rate = 1 / 40
+        r = await s.client.post("/v1/transcribe", content=wav(speech_like(1.0)), headers=raw)
+        assert r.status_code == 200 and timeouts[-1] == 100.0
+        runtime.throughput.rate = 1 / 101  # over the cap even alone: 413 before any work
         r = await s.client.post("/v1/transcribe", content=wav(speech_like(1.0)), headers=raw)
         assert r.status_code == 413 and r.json()["error"]["code"] == "audio_too_long"
-        runtime.throughput.rate = 1e6
+        assert len(timeouts) == 2
+        runtime.throughput.rate = 100.0  # fast: 30 s plus twice a hundredth of a second
         r = await s.client.post("/v1/transcribe", content=wav(speech_like(1.0)), headers=raw)
-        assert r.status_code == 200
+        assert r.status_code == 200 and timeouts[-1] == pytest.approx(30.02, abs=1e-3)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from service.wav2vec2.attention import _padded_sdpa, _per_clip, _sdpa, select, use_kernel
+from service.wav2vec2.attention import (
+    _padded_sdpa,
+    _per_clip,
+    _sdpa,
+    biased_per_clip,
+    select,
+    use_kernel,
+)
 from service.wav2vec2.loading import load_model
 from tests.checkpoints import speech_like
 
@@ -23,6 +30,22 @@ def test_padded_kernel_equals_per_clip_attention():
     per_clip = _per_clip(_sdpa)(q, k, v, cu, max_len)
     padded = _padded_sdpa(q, k, v, cu, max_len)
     torch.testing.assert_close(padded, per_clip, rtol=1e-5, atol=1e-6)
+
+
+def test_biased_attention_adds_each_clips_bias_to_its_scores():
+    """The hook WavLM's relative position bias uses: softmax(q k^T / sqrt(d) + bias) v."""
+    lengths = [5, 17, 1, 9]
+    q, k, v, cu, _ = packed_qkv(lengths)
+    g = torch.Generator().manual_seed(1)
+    bias = [torch.randn(4, n, n, generator=g) for n in lengths]
+    got = biased_per_clip(q, k, v, cu, bias)
+    for (a, b), clip_bias in zip(zip(cu[:-1].tolist(), cu[1:].tolist()), bias):
+        qi, ki, vi = (t[a:b].transpose(0, 1) for t in (q, k, v))  # (H, T, d)
+        scores = qi @ ki.transpose(-1, -2) * qi.shape[-1] ** -0.5 + clip_bias
+        want = (scores.softmax(-1) @ vi).transpose(0, 1)
+        torch.testing.assert_close(got[a:b], want, rtol=1e-5, atol=1e-6)
+    zero = biased_per_clip(q, k, v, cu, [torch.zeros(4, n, n) for n in lengths])
+    torch.testing.assert_close(zero, _per_clip(_sdpa)(q, k, v, cu, max(lengths)))
 
 
 def test_padded_is_a_kernel_by_name():

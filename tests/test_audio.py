@@ -291,3 +291,23 @@ def test_pcm_decoder_holds_back_split_samples_and_resamples_as_a_stream():
     with pytest.raises(AudioError) as err:
         PcmDecoder("pcm_f32le", 16_000, 16_000).decode(bad)
     assert err.value.code == "non_finite_audio"
+
+
+@pytest.mark.parametrize(("fmt", "rate"), [("WAV", 16_000), ("FLAC", 16_000), ("FLAC", 44_100)])
+def test_long_audio_is_decoded_into_one_buffer_not_held_twice(fmt, rate):
+    """Issue 20: an hour-long upload peaked at 1.4 GB; blocks and their concatenation held the
+    clip twice. With the header's length the samples go straight into one buffer."""
+    import tracemalloc
+
+    x = (np.sin(np.arange(rate * 120) * 0.01) * 0.3).astype(np.float32)  # 2 minutes
+    buf = io.BytesIO()
+    sf.write(buf, x, rate, format=fmt, subtype="PCM_16")
+    data = buf.getvalue()
+    tracemalloc.start()
+    try:
+        out = decode_audio(data, 16_000, max_seconds=3600, min_samples=400, ffmpeg=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(out.samples) == pytest.approx(120 * 16_000, abs=64)
+    assert peak < 1.25 * out.samples.nbytes, (peak, out.samples.nbytes)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, wait_ready
-from tests.test_server import SLOW_SERVICE, wav_bytes
+from tests.test_server import SLOW_SERVICE, drained_stream, wav_bytes
 
 # Real server processes.
 pytestmark = pytest.mark.slow
@@ -93,6 +93,39 @@ async def test_requests_past_the_drain_timeout_get_json_503_and_the_process_exit
     log = server.log.read_text()
     assert code == 0, log
     assert "Traceback" not in log and "Internal Server Error" not in log, log
+
+
+async def test_a_stream_computing_past_the_drain_timeout_gets_its_finals_then_1012(server):
+    """The stream's next window is still in the model when the drain times out: the finals of
+    every frame computed so far come before server_draining and close 1012, exit 0."""
+    import json
+
+    import numpy as np
+    from websockets.asyncio.client import connect
+
+    from tests.checkpoints import speech_like
+
+    pcm = (speech_like(3.0) * 32767).astype(np.int16).tobytes()
+    first = 2 * 16_000 * 2  # 2 s: one window (1 s chunk + 0.5 s lookahead) can run
+    finished = 'w2v_inference_duration_seconds_count{model="asr"}'
+    async with connect(f"ws://127.0.0.1:{server.port}/v1/stream") as ws:
+        await ws.send(json.dumps({"type": "start"}))
+        await ws.send(pcm[:first])
+        while server.metric(finished) < 1:  # the first window has been computed
+            await asyncio.sleep(0.05)
+        await ws.send(pcm[first:])  # the next window takes BATCH_DELAY: past the drain
+        while server.metric('w2v_batch_size_count{model="asr"}') < 2:
+            await asyncio.sleep(0.05)
+        server.proc.send_signal(signal.SIGTERM)
+        messages = await drained_stream(ws)
+    assert messages[0]["type"] == "ready"
+    finals = [m for m in messages if m["type"] == "final"]
+    # The first window's chunk (1 s) and its lookahead (0.5 s): no more was computed.
+    assert finals and finals[-1]["end"] == pytest.approx(1.5, abs=0.05), finals
+    assert "first 1.50 s" in messages[-1]["message"]
+    assert await asyncio.to_thread(server.proc.wait, 30) == 0
+    log = server.log.read_text()
+    assert "Traceback" not in log, log
 
 
 def test_a_client_that_vanishes_mid_upload_is_499_without_an_error_log(server):

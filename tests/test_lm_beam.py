@@ -138,3 +138,37 @@ def test_bad_options_are_422(options, code):
 
 def test_default_options_pass():
     check_options(BeamOptions(hotwords=("paris", "london")), BeamLimits())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_long_clips_are_searched_in_pieces_cut_between_words(seed):
+    """Over PIECE_FRAMES the clip is searched in pieces; cut between words, the pieces give
+    the whole clip's greedy text and word frames (width 1), and no piece is over the limit."""
+    from service.lm.alphabet import labels_for
+    from service.lm.transcript import PIECE_FRAMES, pieces
+
+    logits = random_logits(np.random.default_rng(seed), 4 * PIECE_FRAMES + 123)
+    tok = tokenizer()
+    ids = logits.argmax(-1)
+    spans = pieces(ids, labels_for(tok, logits.shape[1]))
+    assert spans[0][0] == 0 and spans[-1][1] == len(ids) and len(spans) >= 5
+    assert all(a < b <= a + PIECE_FRAMES for a, b in spans)
+    assert all(prev[1] == nxt[0] for prev, nxt in zip(spans, spans[1:]))
+    assert all(ids[b - 1] == VOCAB["|"] for _, b in spans[:-1])  # right after a delimiter
+    greedy = tok.decode(ids.tolist())
+    beam = beam_decode(logits, tok, None, BeamOptions(beam_width=1))
+    assert beam.text == " ".join(greedy.text.split())
+    assert beam.words == greedy.words
+
+
+def test_a_piece_without_a_delimiter_is_cut_in_a_pause():
+    from service.lm.alphabet import labels_for
+    from service.lm.transcript import PIECE_FRAMES, pieces
+
+    word = "_TTHE_SEEA"  # no delimiter anywhere: only pauses separate the words
+    frames = (word + "_" * 20) * (3 * PIECE_FRAMES // (len(word) + 20))
+    logits = spell(sure(frames))
+    ids = logits.argmax(-1)
+    for a, b in pieces(ids, labels_for(tokenizer(), logits.shape[1]))[:-1]:
+        assert b - a <= PIECE_FRAMES
+        assert (ids[b - 5 : b + 5] == VOCAB["<pad>"]).all()  # inside a run of blanks

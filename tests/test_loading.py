@@ -34,7 +34,8 @@ def edit_config(path, **changes):
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
-        ({"model_type": "hubert"}, "model_type"),
+        ({"model_type": "whisper"}, "model_type"),
+        ({"architectures": ["HubertForXVector"]}, "architectures"),
         ({"feat_extract_norm": "batch"}, "feat_extract_norm"),
         ({"hidden_act": "swiglu"}, "hidden_act"),
         ({"architectures": ["Wav2Vec2ForMaskedLM"]}, "architectures"),

@@ -155,6 +155,24 @@ async def test_abandoned_request_is_skipped_then_idle_sigterm_exits_0(server):
     assert time.monotonic() - started < 10
 
 
+async def drained_stream(ws) -> list[dict]:
+    """The messages a stream gets until the server closes it; they end in server_draining,
+    and the close code is 1012."""
+    import json
+
+    from websockets.exceptions import ConnectionClosed
+
+    messages = []
+    try:
+        async for raw in ws:
+            messages.append(json.loads(raw))
+    except ConnectionClosed:
+        pass
+    assert messages and messages[-1]["type"] == "error", messages
+    assert messages[-1]["code"] == "server_draining" and ws.close_code == 1012, messages[-1]
+    return messages
+
+
 async def test_sigterm_ends_open_streams_with_their_finals(server):
     """An open WebSocket stream does not hold the drain: it gets the finals of the audio it
     sent, then server_draining and close 1012, and the process exits 0 well before the
@@ -163,7 +181,6 @@ async def test_sigterm_ends_open_streams_with_their_finals(server):
 
     import numpy as np
     from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
 
     audio = (speech_like(2.0) * 32767).astype(np.int16).tobytes()
     messages = []
@@ -173,15 +190,8 @@ async def test_sigterm_ends_open_streams_with_their_finals(server):
         messages.append(json.loads(await ws.recv()))  # ready
         server.proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        try:
-            async for raw in ws:
-                messages.append(json.loads(raw))
-        except ConnectionClosed:
-            pass
-        code = ws.close_code
-    kinds = [m["type"] for m in messages]
-    assert kinds[0] == "ready" and kinds[-1] == "error", kinds
-    assert messages[-1]["code"] == "server_draining" and code == 1012
+        messages += await drained_stream(ws)
+    assert messages[0]["type"] == "ready"
     finals = [m for m in messages if m["type"] == "final"]
     assert finals and finals[-1]["end"] <= 2.0 + 1e-6
     assert await asyncio.to_thread(server.proc.wait, DRAIN_TIMEOUT) == 0

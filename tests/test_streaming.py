@@ -209,3 +209,65 @@ async def test_decode_final_text_is_what_the_finals_say():
     assert finals and all(m["text"].endswith("!") for m in finals)
     partials = [m for m in messages if m["type"] == "partial"]
     assert not any(m["text"].endswith("!") for m in partials)  # partials stay greedy
+
+
+def joined(messages: list) -> str:
+    return " ".join(" ".join(m.text for m in messages if m.type == "final").split())
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_cut_short_mid_step_gives_finals_for_every_computed_frame(seed):
+    """A drain past its timeout cancels a step while its forward pass waits; the finals sent
+    before and those of cut_short are the offline transcript of the frames computed."""
+    rng = random.Random(seed)
+    x = audio_of(speech(rng, 12))
+    gate = asyncio.Event()  # never set: the model stops answering after `answered` windows
+    answered = rng.randint(2, 8)
+    calls: list[int] = []
+
+    async def infer(window: np.ndarray) -> np.ndarray:
+        calls.append(len(window))
+        if len(calls) > answered:
+            await gate.wait()
+        return fake_logits(window)
+
+    stream = Stream(windowing(parallel=1), TOKENIZER, FRAME_S, infer)
+    sent, pos = [], 0
+    step = asyncio.ensure_future(asyncio.sleep(0))
+    while step.done() or len(calls) <= answered:  # until a window waits on the model
+        if step.done():
+            assert pos <= len(x), "the stream ended before the model stopped answering"
+            sent += step.result() or []
+            stream.feed(x[pos : pos + 8000])
+            pos += 8000
+            step = asyncio.ensure_future(stream.advance() if pos < len(x) else stream.finish())
+        await asyncio.sleep(0)
+    step.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await step
+    cut = stream.cut_short()
+    frames = round(stream.covered_seconds / FRAME_S)
+    assert stream.done < frames <= stream.done + windowing().lookahead  # the tail is in
+    ids = fake_logits(x)[:frames].argmax(-1).tolist()
+    assert joined([*sent, *cut]) == " ".join(TOKENIZER.decode(ids).text.split())
+    assert all(m.end <= stream.covered_seconds for m in cut)
+
+
+async def test_cut_short_while_finals_are_decoded_keeps_their_segments():
+    """Cancelled while a beam search runs, no closed segment is lost: cut_short decodes them
+    greedily."""
+    x = audio_of(speech(random.Random(7), 15))
+    started = asyncio.Event()
+
+    async def decode_final(logits: np.ndarray):
+        started.set()
+        await asyncio.Event().wait()  # a beam search that does not end in time
+
+    stream = make_stream(windowing(), decode_final=decode_final)
+    stream.feed(x)
+    step = asyncio.ensure_future(stream.finish())
+    await started.wait()
+    step.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await step
+    assert joined(stream.cut_short()) == " ".join(offline(x).text.split())

@@ -24,9 +24,9 @@ def reference(path, architecture: str, audio: np.ndarray):
     inputs = fe(audio, sampling_rate=16_000, return_tensors="pt")
     with torch.no_grad():
         out = model(inputs.input_values)
-    if architecture == "Wav2Vec2ForXVector":
+    if architecture.endswith("ForXVector"):
         return out.embeddings[0]
-    if architecture == "Wav2Vec2Model":
+    if architecture.endswith("Model"):
         return out.last_hidden_state[0].mean(dim=0)
     return out.logits[0]
 

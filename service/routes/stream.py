@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -252,7 +252,7 @@ class _Session:
 
     async def _audio(self, data: bytes) -> None:
         assert self.live is not None
-        messages = await self.live.feed(data)
+        messages = await self._unless_aborted(self.live.feed(data))
         self.streams.peak_pending_samples = max(
             self.streams.peak_pending_samples, self.live.peak_pending
         )
@@ -260,7 +260,34 @@ class _Session:
 
     async def _finish(self) -> Sequence[StreamMessage]:
         assert self.live is not None
-        return await self.live.finish()
+        return await self._unless_aborted(self.live.finish())
+
+    async def _unless_aborted(
+        self, work: Awaitable[Sequence[StreamMessage]]
+    ) -> Sequence[StreamMessage]:
+        """`work`'s messages; if the drain times out first, the work is dropped, the finals of
+        what the model has computed are sent, and the stream closes 1012 (issue 20: uvicorn's
+        shutdown closed it 1012 without them)."""
+        assert self.live is not None
+        task = asyncio.ensure_future(work)
+        aborted = asyncio.ensure_future(self.lifecycle.aborted.wait())
+        try:
+            await asyncio.wait({task, aborted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            aborted.cancel()
+            if not task.done():  # aborted, or this session itself was cancelled
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if not task.cancelled():
+            return task.result()
+        await self._send(self.live.cut_short())
+        covered = self.live.covered_seconds
+        raise UnavailableError(
+            f"the server is restarting: finals cover the first {covered:.2f} s; reconnect and "
+            "send the rest",
+            code="server_draining",
+        )
 
     async def _end(self) -> None:
         seconds = self.live.seconds if self.live is not None else 0.0

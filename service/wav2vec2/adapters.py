@@ -136,13 +136,13 @@ class MultilingualCTC(nn.Module):
             raise ModelError("language adapters need a pre-LN checkpoint with adapter_attn_dim")
         self.ctc = ctc
         self.route = Route()
-        self.layers = list(ctc.wav2vec2.encoder.layers)
+        self.layers = list(ctc.backbone.encoder.layers)
         for layer in self.layers:
             layer.adapter_layer = LanguageAdapterLayer(nn.ModuleDict(), self.route)  # type: ignore[assignment]
         self.lm_heads = nn.ModuleDict()
         # The route is made from the feature encoder's own frame counts, so it never repeats
         # (or drifts from) the conv length arithmetic.
-        ctc.wav2vec2.feature_extractor.register_forward_hook(self._route_frames)
+        ctc.backbone.feature_extractor.register_forward_hook(self._route_frames)
         self._pending: list[str] = []  # the forward in progress: each clip's language, in order
         p = next(ctc.parameters())
         self._device, self._dtype = p.device, p.dtype

@@ -44,6 +44,17 @@ def _per_clip(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> AttentionFn:
     return run
 
 
+def biased_per_clip(q: Tensor, k: Tensor, v: Tensor, cu: Tensor, bias: list[Tensor]) -> Tensor:
+    """Attention with an additive score bias per clip, (H, T_i, T_i) each (WavLM's relative
+    position bias): SDPA per clip with a float mask, any device. Packed (N, H, d) in and out."""
+    out = torch.empty_like(q)
+    for (a, b), clip_bias in zip(zip(cu.tolist()[:-1], cu.tolist()[1:]), bias):
+        qi, ki, vi = (t[a:b].transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, H, T, d)
+        mask = clip_bias.unsqueeze(0).to(q.dtype)
+        out[a:b] = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=mask)[0].transpose(0, 1)
+    return out
+
+
 def _eager(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (1, H, T, T)
     return scores.softmax(dim=-1) @ v
@@ -129,10 +140,10 @@ def use_kernel(model: nn.Module, kind: str) -> Iterator[str]:
     """Runs model's attention with the `kind` kernel inside the block (any kind `select`
     takes); the kernels it had come back on exit. Yields the resolved kernel's name.
 
-    model: a Wav2Vec2Model or a head holding one as `.wav2vec2`.
+    model: a Wav2Vec2Model or a head holding one as `.backbone`.
     """
-    backbone: Any = getattr(model, "wav2vec2", model)
-    layers = [layer.attention for layer in backbone.encoder.layers]
+    backbone: Any = getattr(model, "backbone", model)
+    layers = backbone.attentions()
     saved = backbone.attention_kind, [a.kernel for a in layers]
     try:
         yield backbone.set_attention(kind)

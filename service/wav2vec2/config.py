@@ -1,4 +1,5 @@
-"""Wav2Vec2Config: the fields of a Hugging Face config.json that change inference."""
+"""Wav2Vec2Config: the fields of a Hugging Face config.json that change inference, for every
+architecture of the family (family.py says which of them each architecture reads)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ModelError
+from service.wav2vec2 import family
 from service.wav2vec2.activations import NAMES as ACTIVATIONS
-
-# Heads we serve, by the class name in config.json's `architectures`, and their task.
-TASKS = {
-    "Wav2Vec2ForCTC": "transcribe",
-    "Wav2Vec2ForSequenceClassification": "classify",
-    "Wav2Vec2ForXVector": "embed",
-    "Wav2Vec2ForAudioFrameClassification": "frames",
-    "Wav2Vec2Model": "embed",
-}
+from service.wav2vec2.family import TASKS, Family
 
 
 @dataclass
@@ -40,7 +34,15 @@ class Wav2Vec2Config:
     conv_bias: bool = False
     num_conv_pos_embeddings: int = 128
     num_conv_pos_embedding_groups: int = 16
+    conv_pos_kernel_size: int = 19  # Data2VecAudio: num_conv_pos_embeddings convs of this size
+    conv_pos_batch_norm: bool = False  # HuBERT: BatchNorm1d before an un-normed positional conv
+    feat_proj_layer_norm: bool = True  # HuBERT: False drops the feature projection's LayerNorm
     do_stable_layer_norm: bool = False
+    num_buckets: int = 320  # WavLM: relative position buckets (wavlm.py)
+    max_bucket_distance: int = 800  # WavLM: distance of the last log-spaced bucket
+    position_embeddings_type: str | None = "relative"  # Conformer: "relative", "rotary" or None
+    rotary_embedding_base: float = 10_000  # Conformer, rotary
+    conv_depthwise_kernel_size: int = 31  # Conformer: convolution module
     # Only decide whether the checkpoint carries `masked_spec_embed` (unused at inference).
     mask_time_prob: float = 0.05
     mask_feature_prob: float = 0.0
@@ -73,12 +75,31 @@ class Wav2Vec2Config:
         return len(self.id2label)
 
     @property
+    def family(self) -> Family:
+        found = family.FAMILIES.get(self.model_type)
+        assert found is not None, "validate() refuses unknown model types"
+        return found
+
+    @property
     def architecture(self) -> str:
-        return self.architectures[0] if self.architectures else "Wav2Vec2Model"
+        return self.architectures[0] if self.architectures else self.family.architecture("Model")
+
+    @property
+    def head(self) -> str:
+        """The head suffix of the architecture: "ForCTC", ..., "Model"."""
+        parts = family.split_architecture(self.architecture)
+        assert parts is not None, "validate() refuses unknown architectures"
+        return parts[1]
 
     @property
     def task(self) -> str:
-        return TASKS[self.architecture]
+        return TASKS[self.head]
+
+    @property
+    def has_masked_spec_embed(self) -> bool:
+        """Whether the checkpoint carries the (training-only) SpecAugment vector."""
+        masking = self.mask_time_prob > 0 or self.mask_feature_prob > 0
+        return masking or self.family.always_masked_spec_embed
 
     @property
     def head_hidden_size(self) -> int:
@@ -108,7 +129,7 @@ class Wav2Vec2Config:
     def min_samples(self) -> int:
         """Fewest input samples that give the head something to work on."""
         frames_needed = 1
-        if self.architecture == "Wav2Vec2ForXVector":
+        if self.head == "ForXVector":
             # TDNN shrinks the sequence; the std pooling needs at least two frames left.
             frames_needed = 2 + sum(
                 d * (k - 1) for k, d in zip(self.tdnn_kernel, self.tdnn_dilation)
@@ -122,16 +143,16 @@ class Wav2Vec2Config:
         def bad(name: str, why: str) -> ModelError:
             return ModelError(f"unsupported config.json: {name}={getattr(self, name)!r}: {why}")
 
-        if self.model_type != "wav2vec2":
-            raise bad("model_type", "only 'wav2vec2' checkpoints are supported")
-        if self.architecture == "Wav2Vec2ForPreTraining":
+        if self.model_type not in family.FAMILIES:
+            raise bad("model_type", f"supported model types are {sorted(family.FAMILIES)}")
+        if self.architecture == self.family.architecture(family.PRETRAINING):
             raise bad(
                 "architectures",
                 "a pre-training checkpoint has no serving head; fine-tune it "
-                "or load it as Wav2Vec2Model for embeddings",
+                f"or load it as {self.family.architecture('Model')} for embeddings",
             )
-        if self.architecture not in TASKS:
-            raise bad("architectures", f"supported heads are {sorted(TASKS)}")
+        if self.architecture not in self.family.architectures:
+            raise bad("architectures", f"supported are {self.family.architectures}")
         if self.feat_extract_norm not in ("group", "layer"):
             raise bad("feat_extract_norm", "must be 'group' or 'layer'")
         for name in ("hidden_act", "feat_extract_activation"):
@@ -145,16 +166,25 @@ class Wav2Vec2Config:
             raise bad("num_attention_heads", "must divide hidden_size")
         if self.hidden_size % self.num_conv_pos_embedding_groups:
             raise bad("num_conv_pos_embedding_groups", "must divide hidden_size")
-        if self.architecture == "Wav2Vec2ForCTC" and not self.vocab_size:
+        if self.position_embeddings_type not in ("relative", "rotary", None):
+            raise bad("position_embeddings_type", "must be 'relative', 'rotary' or null")
+        if self.conv_depthwise_kernel_size % 2 == 0:
+            raise bad("conv_depthwise_kernel_size", "must be odd (same-length padding)")
+        if self.head == "ForCTC" and not self.vocab_size:
             raise bad("vocab_size", "a CTC head needs a vocabulary size")
-        if self.add_adapter and self.architecture in (
-            "Wav2Vec2ForSequenceClassification",
-            "Wav2Vec2ForAudioFrameClassification",
-        ):
+        pooled_heads = ("ForSequenceClassification", "ForAudioFrameClassification")
+        if self.add_adapter and self.head in pooled_heads:
             raise bad("add_adapter", f"{self.architecture} does not support adapters")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Wav2Vec2Config:
+        """config.json's dict -> config, with the family's defaults and pinned switches."""
+        architectures = raw.get("architectures") or [None]
+        found = family.find(raw.get("model_type"), architectures[0])
+        if found is not None:
+            raw = {"model_type": found.model_type, **found.config_values(raw)}
+            if not raw.get("architectures"):  # a bare backbone's config.json may name none
+                raw["architectures"] = [found.architecture("Model")]
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in raw.items() if k in names}
         for key in (

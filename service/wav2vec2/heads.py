@@ -1,7 +1,9 @@
 """The task heads on top of Wav2Vec2Model, named like transformers' classes and keys.
 
 Every head takes a list of normalised clips and returns one result per clip; pooling is
-over each clip's own frames, so no head sees another clip's padding.
+over each clip's own frames, so no head sees another clip's padding. The heads are the same
+for the whole family: only the backbone's attribute (its key prefix) changes, "hubert" for
+HubertForCTC, so HubertForCTC's keys load into Wav2Vec2ForCTC(config) as they are.
 """
 
 from __future__ import annotations
@@ -12,25 +14,43 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from service.wav2vec2.config import Wav2Vec2Config
+from service.wav2vec2.conformer import conformer_layer
 from service.wav2vec2.features import FeatureExtractor
-from service.wav2vec2.model import Packed, Wav2Vec2Model
+from service.wav2vec2.model import LayerFactory, Packed, Wav2Vec2Model, transformer_layer
+from service.wav2vec2.wavlm import wavlm_layer
+
+# The encoder layer each family builds (family.encoder_layer).
+ENCODER_LAYERS: dict[str, LayerFactory] = {
+    "transformer": transformer_layer,
+    "wavlm": wavlm_layer,
+    "conformer": conformer_layer,
+}
 
 
 class Head(nn.Module):
-    """Backbone under the `wav2vec2.` prefix, plus the optional learned layer mix."""
+    """Backbone under its family's prefix (`wav2vec2.`, `hubert.`, ...), plus the optional
+    learned layer mix."""
 
     def __init__(self, config: Wav2Vec2Config) -> None:
         super().__init__()
         self.config = config
-        self.wav2vec2 = Wav2Vec2Model(config)
+        self.prefix = config.family.prefix
+        make_layer = ENCODER_LAYERS[config.family.encoder_layer]
+        self.add_module(self.prefix, Wav2Vec2Model(config, make_layer))
         self.weighted = config.use_weighted_layer_sum and type(self) is not Wav2Vec2ForCTC
         if self.weighted:
             num_layers = config.num_hidden_layers + 1  # transformer layers + their input
             self.layer_weights = nn.Parameter(torch.ones(num_layers) / num_layers)
 
+    @property
+    def backbone(self) -> Wav2Vec2Model:
+        module = getattr(self, self.prefix)
+        assert isinstance(module, Wav2Vec2Model)
+        return module
+
     def hidden(self, waveforms: list[Tensor]) -> Packed:
         """Last hidden state, or the softmax-weighted sum of all layers, Packed (N, D)."""
-        out, states = self.wav2vec2(waveforms, keep_hidden_states=self.weighted)
+        out, states = self.backbone(waveforms, keep_hidden_states=self.weighted)
         if not self.weighted:
             return out
         weights = self.layer_weights.softmax(dim=-1)
@@ -141,14 +161,15 @@ class Wav2Vec2ForEmbedding(Head):
         return torch.stack([x.mean(dim=0) for x in self.hidden(waveforms).split()])
 
 
+# By head suffix (family.TASKS): HubertForCTC and Wav2Vec2ForCTC are both Wav2Vec2ForCTC.
 HEADS: dict[str, type[Head]] = {
-    "Wav2Vec2ForCTC": Wav2Vec2ForCTC,
-    "Wav2Vec2ForSequenceClassification": Wav2Vec2ForSequenceClassification,
-    "Wav2Vec2ForAudioFrameClassification": Wav2Vec2ForAudioFrameClassification,
-    "Wav2Vec2ForXVector": Wav2Vec2ForXVector,
-    "Wav2Vec2Model": Wav2Vec2ForEmbedding,
+    "ForCTC": Wav2Vec2ForCTC,
+    "ForSequenceClassification": Wav2Vec2ForSequenceClassification,
+    "ForAudioFrameClassification": Wav2Vec2ForAudioFrameClassification,
+    "ForXVector": Wav2Vec2ForXVector,
+    "Model": Wav2Vec2ForEmbedding,
 }
 
 
 def build(config: Wav2Vec2Config) -> Head:
-    return HEADS[config.architecture](config)
+    return HEADS[config.head](config)

@@ -14,10 +14,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor
+from torch.nn.utils import parametrize
 
 from service.errors import ModelError
+from service.wav2vec2 import family
 from service.wav2vec2.adapters import Languages, load_languages
-from service.wav2vec2.config import TASKS, Wav2Vec2Config
+from service.wav2vec2.config import Wav2Vec2Config
+from service.wav2vec2.conformer import ConvolutionModule
 from service.wav2vec2.features import FeatureExtractor
 from service.wav2vec2.heads import Head, Wav2Vec2ForCTC, build
 from service.wav2vec2.quantize import quantize_int8
@@ -25,13 +28,6 @@ from service.wav2vec2.tokenizer import CTCTokenizer
 
 log = logging.getLogger(__name__)
 
-# Old checkpoint key spellings -> ours (ours are transformers' current names).
-RENAMES = [
-    (re.compile(r"\.weight_g$"), ".parametrizations.weight.original0"),
-    (re.compile(r"\.weight_v$"), ".parametrizations.weight.original1"),
-]
-# Pre-training parts that an encoder served for embeddings does not use.
-PRETRAINING_ONLY = ("quantizer.", "project_hid.", "project_q.")
 # Weights that fuse_qkv copies into one tensor at load (see _read_safetensors).
 FUSED = re.compile(r"\.attention\.[qkv]_proj\.")
 # *.arpa (with alphabet.json and language_model/*.json, *.txt): a ProcessorWithLM's decoder.
@@ -150,14 +146,22 @@ def _read_safetensors(f: Path) -> dict[str, Tensor]:
 def rename(
     weights: dict[str, Tensor], config: Wav2Vec2Config, pretraining: bool
 ) -> dict[str, Tensor]:
+    """Checkpoint keys -> ours, by the family's rename table (ours are transformers' current
+    names); a pre-training checkpoint loses its pre-training-only parts."""
+    fam = config.family
+    drop = fam.pretraining_only if pretraining and fam.pretraining_only else ()
+    renames = fam.compiled_renames()
+    prefix = fam.prefix + "."
     out = {}
     for key, value in weights.items():
-        if pretraining and key.startswith(PRETRAINING_ONLY):
+        if drop and key.startswith(drop):
             continue
-        for pattern, repl in RENAMES:
+        for pattern, repl in renames:
             key = pattern.sub(repl, key)
-        if config.architecture == "Wav2Vec2Model" and not key.startswith("wav2vec2."):
-            key = "wav2vec2." + key  # a bare backbone checkpoint has no prefix
+        if fam.is_unused(key):
+            continue
+        if config.head == "Model" and not key.startswith(prefix):
+            key = prefix + key  # a bare backbone checkpoint has no prefix
         out[key] = value
     return out
 
@@ -201,16 +205,16 @@ def load_model(
     """`languages`: an MMS checkpoint's adapters to serve (default all it has), all resident
     or, with `language_memory_mb`, loaded on first use within that budget."""
     path = resolve(source)
-    raw = _read_config(path)
-    architecture = (raw.get("architectures") or ["Wav2Vec2Model"])[0]
-    pretraining = architecture == "Wav2Vec2ForPreTraining"
+    raw, fam = _read_config(path)
+    architecture = (raw.get("architectures") or [fam.architecture("Model")])[0]
+    pretraining = architecture == fam.architecture(family.PRETRAINING)
     if pretraining:
         if task != "embed":
             raise ModelError(
-                f"{source} is a Wav2Vec2ForPreTraining checkpoint: pre-training is not "
+                f"{source} is a {architecture} checkpoint: pre-training is not "
                 "a serving task. Serve its encoder with --task embed, or fine-tune it."
             )
-        raw = {**raw, "architectures": ["Wav2Vec2Model"]}
+        raw = {**raw, "architectures": [fam.architecture("Model")]}
     config = Wav2Vec2Config.from_dict(raw)
     if task not in ("auto", config.task):
         raise ModelError(f"{source} is a {config.architecture} ({config.task}); it cannot {task}")
@@ -228,23 +232,16 @@ def load_model(
     except RuntimeError as exc:  # shape mismatch: config and weights disagree
         raise ModelError(f"{path}: {exc}") from exc
     del weights  # the parameters hold the tensors now; fuse_qkv can free the q/k/v ones
-    # Fold the positional conv's weight norm into a plain weight once, not every forward, in
-    # fp32 at least: folded in a fp16 checkpoint's own dtype, g * v / ||v|| is off by ~1e-4
-    # relative, which the trained demo model turns into 1e-4 of its logits (transformers
-    # computes the norm on fp32 parameters).
-    conv = model.wav2vec2.encoder.pos_conv_embed.conv
-    originals = conv.parametrizations.weight
-    for key in ("original0", "original1"):
-        tensor = getattr(originals, key)
-        if tensor.dtype in (torch.float16, torch.bfloat16):
-            setattr(originals, key, torch.nn.Parameter(tensor.float(), requires_grad=False))
-    torch.nn.utils.parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
+    _fold_weight_norms(model)
+    for module in list(model.modules()):
+        if isinstance(module, ConvolutionModule):
+            module.fold_batch_norm()
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
     model = model.to(device=dev, dtype=dt).eval().requires_grad_(False)
-    for layer in model.wav2vec2.encoder.layers:
-        layer.attention.fuse_qkv()  # type: ignore[union-attr,operator]
-    model.wav2vec2.set_attention(attention)
+    for attention_module in model.backbone.attentions():
+        attention_module.fuse_qkv()
+    model.backbone.set_attention(attention)
     tokenizer = CTCTokenizer.from_dir(path) if config.task == "transcribe" else None
     served = None
     if isinstance(model, Wav2Vec2ForCTC):
@@ -270,7 +267,25 @@ def load_model(
     )
 
 
-def _read_config(path: Path) -> dict:
+def _fold_weight_norms(model: torch.nn.Module) -> None:
+    """Folds weight norm (the positional conv's) into a plain weight once, not every forward,
+    in fp32 at least: folded in a fp16 checkpoint's own dtype, g * v / ||v|| is off by ~1e-4
+    relative, which the trained demo model turns into 1e-4 of its logits (transformers
+    computes the norm on fp32 parameters)."""
+    for module in list(model.modules()):
+        if not parametrize.is_parametrized(module, "weight"):
+            continue
+        originals = module.parametrizations.weight  # type: ignore[union-attr]
+        for key in ("original0", "original1"):
+            tensor = getattr(originals, key)
+            if tensor.dtype in (torch.float16, torch.bfloat16):
+                setattr(originals, key, torch.nn.Parameter(tensor.float(), requires_grad=False))
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+
+
+def _read_config(path: Path) -> tuple[dict, family.Family]:
+    """config.json, and the family it belongs to; an architecture we do not serve is refused
+    here, before any weight is read."""
     f = path / "config.json"
     if not f.exists():
         raise ModelError(f"{path} has no config.json")
@@ -278,12 +293,22 @@ def _read_config(path: Path) -> dict:
         raw = json.loads(f.read_text())
     except ValueError as exc:
         raise ModelError(f"cannot parse {f}: {exc}") from exc
-    architecture = (raw.get("architectures") or ["Wav2Vec2Model"])[0]
-    if architecture not in TASKS and architecture != "Wav2Vec2ForPreTraining":
+    if not isinstance(raw, dict):
+        raise ModelError(f"{f}: not a JSON object")
+    architecture = (raw.get("architectures") or [None])[0]
+    fam = family.find(raw.get("model_type"), architecture)
+    if fam is None:
         raise ModelError(
-            f"{f}: architectures={raw.get('architectures')}: supported heads are {sorted(TASKS)}"
+            f"{f}: model_type={raw.get('model_type')!r}, architectures={raw.get('architectures')}:"
+            f" unsupported architecture; supported are {family.supported_architectures()}"
         )
-    return raw
+    pretraining = fam.architecture(family.PRETRAINING) if fam.pretraining_only else None
+    if architecture is not None and architecture not in (*fam.architectures, pretraining):
+        raise ModelError(
+            f"{f}: architectures={raw.get('architectures')}: supported {fam.name} heads are "
+            f"{fam.architectures}"
+        )
+    return raw, fam
 
 
 def _compare(expected, given) -> tuple[list[str], list[str]]:

@@ -1,5 +1,8 @@
 """Wav2Vec2Model over packed clips: module names follow the Hugging Face checkpoint keys.
 
+One model for the whole family (HuBERT, Data2VecAudio, UniSpeech(Sat), ...): the few modules
+that differ are chosen from config.family's switches (family.py), never copied.
+
 Batch invariance by construction: a batch is a list of clips, never a padded tensor with
 a mask. The convolutional front end runs on each clip's own samples (so group norm only sees
 that clip), the transformer runs on the frames of all clips packed into one (N, D) tensor
@@ -11,6 +14,7 @@ spent on padding, which is most of a mixed-length batch's cost in transformers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from service.wav2vec2.activations import activation
-from service.wav2vec2.attention import AttentionFn, select
+from service.wav2vec2.attention import AttentionFn, biased_per_clip, select
 from service.wav2vec2.config import Wav2Vec2Config
 
 
@@ -53,6 +57,33 @@ class Packed:
         if len(lengths) == 1:
             return Packed(padded[0, : lengths[0]], lengths)
         return Packed(torch.cat([padded[i, :n] for i, n in enumerate(lengths)]), lengths)
+
+    def conv(self, conv: nn.Conv1d, trim: int = 0) -> Tensor:
+        """A same-length sequence conv over each clip, zero-padded as the clip alone would be:
+        (N, C_in) -> (N, C_out), trimming `trim` frames an even kernel adds at the end.
+        Clip by clip, not over the padded batch: padding was most of a mixed batch's work in
+        the positional conv (8 clips of 2-15 s: 6,000 frames for 3,230)."""
+        out = []
+        for clip in self.split():
+            y = conv(clip.t()[None])  # (1, C, T + trim)
+            out.append(y[0, :, : y.shape[-1] - trim].t())  # (T, C)
+        return out[0] if len(out) == 1 else torch.cat(out)
+
+
+@dataclass
+class Frames:
+    """What an encoder layer knows of the packed batch besides its (N, D) features."""
+
+    lengths: list[int]
+    cu: Tensor  # (B + 1,) int32 cumulative frame counts
+    max_len: int
+    # Hook for WavLM: layer 0 leaves its relative position bias here for the layers after it
+    # (the table lives in layer 0 only): one score per head and distance, (H, 2 max_len - 1).
+    position_bias: Tensor | None = None
+
+    @staticmethod
+    def of(x: Packed) -> Frames:
+        return Frames(x.lengths, x.cu_seqlens(), max(x.lengths))
 
 
 class ConvLayer(nn.Module):
@@ -118,41 +149,81 @@ class FeatureEncoder(nn.Module):
 class FeatureProjection(nn.Module):
     def __init__(self, config: Wav2Vec2Config) -> None:
         super().__init__()
-        self.layer_norm = nn.LayerNorm(config.conv_dim[-1], eps=config.layer_norm_eps)
+        if config.feat_proj_layer_norm:
+            d, eps = config.conv_dim[-1], config.layer_norm_eps
+            self.layer_norm: nn.Module = nn.LayerNorm(d, eps=eps)
+        else:  # HuBERT's feat_proj_layer_norm=False
+            self.layer_norm = nn.Identity()
         self.projection = nn.Linear(config.conv_dim[-1], config.hidden_size)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.projection(self.layer_norm(x))
 
 
+def positional_conv(config: Wav2Vec2Config, kernel_size: int) -> nn.Conv1d:
+    return nn.Conv1d(
+        config.hidden_size,
+        config.hidden_size,
+        kernel_size,
+        padding=kernel_size // 2,
+        groups=config.num_conv_pos_embedding_groups,
+    )
+
+
 class PositionalConvEmbedding(nn.Module):
+    """One grouped conv, weight-normed; or (HuBERT's conv_pos_batch_norm) batch norm, then a
+    plain conv."""
+
     def __init__(self, config: Wav2Vec2Config) -> None:
         super().__init__()
         k = config.num_conv_pos_embeddings
-        conv = nn.Conv1d(
-            config.hidden_size,
-            config.hidden_size,
-            k,
-            padding=k // 2,
-            groups=config.num_conv_pos_embedding_groups,
-        )
-        # Same parametrization as the checkpoints (keys ...conv.parametrizations.weight.*);
-        # loading.py folds it into a plain weight for inference.
-        self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
+        conv = positional_conv(config, k)
+        if config.conv_pos_batch_norm:
+            self.batch_norm: nn.Module | None = nn.BatchNorm1d(config.hidden_size)
+            self.conv = conv
+        else:
+            self.batch_norm = None
+            # Same parametrization as the checkpoints (keys ...conv.parametrizations.weight.*);
+            # loading.py folds it into a plain weight for inference.
+            self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
         self.trim = 1 if k % 2 == 0 else 0  # an even kernel yields one frame too many
         self.activation = activation(config.feat_extract_activation)
 
     def forward(self, x: Packed) -> Tensor:
-        """x: Packed (N, D) -> (N, D). Clip by clip, not over the padded batch: padding was
-        most of a mixed batch's work here (8 clips of 2-15 s: 6,000 frames for 3,230)."""
-        out = [self._conv(h) for h in x.split()]
-        return out[0] if len(out) == 1 else torch.cat(out)
+        if self.batch_norm is not None:
+            # Per frame at inference, so on the packed frames: the conv then pads with zeros
+            # as the clip alone does (transformers' padded batch pads with normed zeros).
+            x = x.with_data(self.batch_norm(x.data))
+        return self.activation(x.conv(self.conv, self.trim))
 
-    def _conv(self, h: Tensor) -> Tensor:
-        y = self.conv(h.t()[None])  # (1, D, T'); zeros beyond the clip's edges, as alone
-        if self.trim:
-            y = y[:, :, : -self.trim]
-        return self.activation(y)[0].t()  # (T, D)
+
+class PositionalConvLayer(nn.Module):
+    """One of Data2VecAudio's positional convs: conv, weightless LayerNorm, activation."""
+
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        self.conv = positional_conv(config, config.conv_pos_kernel_size)
+        self.trim = 1 if config.conv_pos_kernel_size % 2 == 0 else 0
+        self.layer_norm = nn.LayerNorm(config.hidden_size, elementwise_affine=False)
+        self.activation = activation(config.feat_extract_activation)
+
+    def forward(self, x: Packed) -> Packed:
+        return x.with_data(self.activation(self.layer_norm(x.conv(self.conv, self.trim))))
+
+
+class PositionalConvStack(nn.Module):
+    """Data2VecAudio: num_conv_pos_embeddings convs in a row. Each pads its clip with zeros
+    (transformers' padded batch pads later convs with the previous conv's output)."""
+
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        n = config.num_conv_pos_embeddings
+        self.layers = nn.ModuleList(PositionalConvLayer(config) for _ in range(n))
+
+    def forward(self, x: Packed) -> Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x.data
 
 
 class Attention(nn.Module):
@@ -181,17 +252,31 @@ class Attention(nn.Module):
             p.weight = nn.Parameter(weight[i * d : (i + 1) * d], requires_grad=False)
             p.bias = nn.Parameter(bias[i * d : (i + 1) * d], requires_grad=False)
 
-    def forward(self, x: Tensor, cu: Tensor, max_len: int) -> Tensor:
-        n, d = x.shape
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x: (N, D) -> q, k, v, (N, H, d_head) each."""
+        n = x.shape[0]
         if self.qkv is not None:
-            q, k, v = self.qkv(x).view(n, 3, self.num_heads, -1).unbind(1)  # 3 x (N, H, d_head)
+            return self.qkv(x).view(n, 3, self.num_heads, -1).unbind(1)  # type: ignore[return-value]
+        q, k, v = (
+            p(x).view(n, self.num_heads, -1) for p in (self.q_proj, self.k_proj, self.v_proj)
+        )
+        return q, k, v
+
+    def attend(
+        self, q: Tensor, k: Tensor, v: Tensor, frames: Frames, bias: list[Tensor] | None = None
+    ) -> Tensor:
+        """Each clip's frames attend to that clip's frames: (N, H, d_head) x 3 -> (N, D).
+        bias: an additive score bias per clip, (H, T_i, T_i) each, or None."""
+        if bias is not None:
+            out = biased_per_clip(q, k, v, frames.cu, bias)
         else:
-            q, k, v = (
-                p(x).view(n, self.num_heads, -1) for p in (self.q_proj, self.k_proj, self.v_proj)
-            )
-        assert self.kernel is not None
-        out = self.kernel(q, k, v, cu, max_len)  # (N, H, d_head)
-        return self.out_proj(out.reshape(n, d))
+            assert self.kernel is not None
+            out = self.kernel(q, k, v, frames.cu, frames.max_len)  # (N, H, d_head)
+        return self.out_proj(out.reshape(q.shape[0], -1))
+
+    def forward(self, x: Tensor, frames: Frames, bias: list[Tensor] | None = None) -> Tensor:
+        """x: (N, D) -> (N, D)."""
+        return self.attend(*self.project(x), frames, bias)
 
 
 class FeedForward(nn.Module):
@@ -222,46 +307,62 @@ class AttnAdapterLayer(nn.Module):
 class EncoderLayer(nn.Module):
     """Post-LN (wav2vec2-base) or pre-LN ("stable layer norm", large and MMS) layer."""
 
-    def __init__(self, config: Wav2Vec2Config) -> None:
+    def __init__(self, config: Wav2Vec2Config, attention: Attention | None = None) -> None:
         super().__init__()
         self.pre_ln = config.do_stable_layer_norm
-        self.attention = Attention(config)
+        self.attention = attention or Attention(config)  # WavLM passes its biased one
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.feed_forward = FeedForward(config)
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         use_adapter = self.pre_ln and config.adapter_attn_dim is not None
         self.adapter_layer = AttnAdapterLayer(config) if use_adapter else None
 
-    def forward(self, x: Tensor, cu: Tensor, max_len: int) -> Tensor:
+    def forward(self, x: Tensor, frames: Frames) -> Tensor:
         if self.pre_ln:
-            x = x + self.attention(self.layer_norm(x), cu, max_len)
+            x = x + self.attention(self.layer_norm(x), frames)
             x = x + self.feed_forward(self.final_layer_norm(x))
             if self.adapter_layer is not None:
                 x = x + self.adapter_layer(x)
             return x
-        x = self.layer_norm(x + self.attention(x, cu, max_len))
+        x = self.layer_norm(x + self.attention(x, frames))
         return self.final_layer_norm(x + self.feed_forward(x))
 
 
+# The positional modules family.py's switches name; "none": the Conformer, whose positions
+# are in its attention (transformers builds its pos_conv_embed but never calls it).
+POSITIONAL: dict[str, Callable[[Wav2Vec2Config], nn.Module | None]] = {
+    "conv": PositionalConvEmbedding,
+    "conv_stack": PositionalConvStack,
+    "none": lambda config: None,
+}
+# Builds encoder layer i: (config, i) -> a module taking (x (N, D), Frames), returning (N, D).
+# heads.py picks it by family.encoder_layer (WavLM's and the Conformer's live in their files).
+LayerFactory = Callable[[Wav2Vec2Config, int], nn.Module]
+
+
+def transformer_layer(config: Wav2Vec2Config, i: int) -> nn.Module:
+    return EncoderLayer(config)
+
+
 class Encoder(nn.Module):
-    def __init__(self, config: Wav2Vec2Config) -> None:
+    def __init__(self, config: Wav2Vec2Config, make_layer: LayerFactory) -> None:
         super().__init__()
         self.pre_ln = config.do_stable_layer_norm
-        self.pos_conv_embed = PositionalConvEmbedding(config)
+        self.pos_conv_embed = POSITIONAL[config.family.positional](config)
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(make_layer(config, i) for i in range(config.num_hidden_layers))
 
     def forward(self, x: Packed, keep_hidden_states: bool = False) -> tuple[Tensor, list[Tensor]]:
         """x: Packed (N, D) -> last hidden state (N, D) and, if asked, every layer's input
         plus the last layer's output (transformers 5's `hidden_states`: before the final
         layer norm of pre-LN encoders)."""
-        h = x.data + self.pos_conv_embed(x)
+        h = x.data if self.pos_conv_embed is None else x.data + self.pos_conv_embed(x)
         if not self.pre_ln:
             h = self.layer_norm(h)
-        cu, max_len = x.cu_seqlens(), max(x.lengths)
+        frames = Frames.of(x)
         states = [h] if keep_hidden_states else []
         for layer in self.layers:
-            h = layer(h, cu, max_len)
+            h = layer(h, frames)
             if keep_hidden_states:
                 states.append(h)
         if self.pre_ln:
@@ -278,6 +379,7 @@ class AdapterLayer(nn.Module):
 
     def forward(self, x: Packed) -> Packed:
         y = F.glu(self.conv(x.padded().transpose(1, 2)), dim=1).transpose(1, 2)  # (B, T', D)
+        # The zeros after a clip are what the conv's own padding gives the clip alone.
         return Packed.from_padded(y, [(n - 1) // self.stride + 1 for n in x.lengths])
 
 
@@ -302,15 +404,17 @@ class Adapter(nn.Module):
 
 
 class Wav2Vec2Model(nn.Module):
-    def __init__(self, config: Wav2Vec2Config) -> None:
+    def __init__(
+        self, config: Wav2Vec2Config, make_layer: LayerFactory = transformer_layer
+    ) -> None:
         super().__init__()
         self.config = config
         self.feature_extractor = FeatureEncoder(config)
         self.feature_projection = FeatureProjection(config)
-        if config.mask_time_prob > 0 or config.mask_feature_prob > 0:
+        if config.has_masked_spec_embed:
             # Training-only SpecAugment vector; kept so checkpoints load strictly.
             self.masked_spec_embed = nn.Parameter(torch.zeros(config.hidden_size))
-        self.encoder = Encoder(config)
+        self.encoder = Encoder(config, make_layer)
         self.adapter = Adapter(config) if config.add_adapter else None
         self.set_attention("auto")
 
@@ -318,10 +422,14 @@ class Wav2Vec2Model(nn.Module):
         """Chooses the attention kernel for the current device and dtype; returns its name."""
         p = next(self.parameters())
         name, fn = select(kind, p.device.type, p.dtype)
-        for layer in self.encoder.layers:
-            layer.attention.kernel = fn  # type: ignore[union-attr]
+        for attention in self.attentions():
+            attention.kernel = fn
         self.attention_kind = name
         return name
+
+    def attentions(self) -> list[Attention]:
+        """Every self-attention module, whatever layer class holds it."""
+        return [m for m in self.modules() if isinstance(m, Attention)]
 
     def forward(
         self, waveforms: list[Tensor], keep_hidden_states: bool = False

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from service.wav2vec2.heads import Head, TDNNLayer
-from service.wav2vec2.model import Attention
+from service.wav2vec2.model import Attention, ConvLayer
 
 # Activations go in as uint8 (int8 + 128): VNNI multiplies unsigned by signed bytes, and
 # oneDNN's signed-by-signed path on a CPU without AMX is slower (torchao does the same).
@@ -93,13 +93,12 @@ class WindowLinear(nn.Module):
 
 def quantize_int8(model: Head) -> Head:
     """In place: int8 weights for every linear layer and the multi-channel front-end convs."""
-    backbone = model.wav2vec2
-    for layer in backbone.feature_extractor.conv_layers:
+    for layer in [m for m in model.modules() if isinstance(m, ConvLayer)]:  # front end
         conv = layer.conv
         if isinstance(conv, nn.Conv1d) and conv.in_channels > 1 and conv.padding == (0,):
             layer.conv = WindowLinear(conv)  # type: ignore[assignment]
-    for attention in backbone.encoder.modules():
-        if isinstance(attention, Attention) and attention.qkv is not None:
+    for attention in [m for m in model.modules() if isinstance(m, Attention)]:
+        if attention.qkv is not None:
             for name in ("q_proj", "k_proj", "v_proj"):  # views of qkv, kept for the keys
                 delattr(attention, name)
     for parent in list(model.modules()):
