@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The engine tables of BENCHMARKS.md on your own machine, in one command:
-#   bash benchmarks/run_all.sh cuda [OUT_DIR]     # fp16, SDPA and flash, base + large, memory
+#   bash benchmarks/run_all.sh cuda [OUT_DIR]     # fp16, SDPA and flash, base + large, memory, RTFx
 #   bash benchmarks/run_all.sh cpu  [OUT_DIR]     # fp32 base + large, reduced bf16
 # Needs only torch, transformers, numpy and safetensors (no server packages).
 # The service benchmark (needs the server's packages): python benchmarks/bench_service.py
@@ -23,6 +23,11 @@ if [ "$DEVICE" = cuda ]; then
   run large_fp16_sdpa --config large --dtype float16 --attention sdpa --repeats 20 --memory
   run base_bf16_sdpa --config base --dtype bfloat16 --attention sdpa --repeats 20
   run base_fp32_sdpa --config base --dtype float32 --attention sdpa --repeats 10
+  for config in base large; do  # RTFx, the Open ASR Leaderboard's method (bench_rtfx.py)
+    echo "== rtfx_$config" >&2
+    "$PY" benchmarks/bench_rtfx.py --device cuda --config "$config" --out "$OUT/rtfx_$config.json" ||
+      echo "rtfx_$config failed (see above)" >&2
+  done
 else
   run base_fp32 --config base --dtype float32 --repeats 5 --memory
   run large_fp32 --config large --dtype float32 --cases single_10s --repeats 3 --memory

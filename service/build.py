@@ -43,7 +43,7 @@ def build_model(
         served.task,
         source,
         loaded.device,
-        loaded.dtype,
+        loaded.dtype_name,
         served.attention,
         served.card().decoder,
     )

@@ -151,7 +151,7 @@ class ServedModel:
             sampling_rate=self.sampling_rate,
             labels=labels,
             device=str(loaded.device),
-            dtype=str(loaded.dtype).removeprefix("torch."),
+            dtype=loaded.dtype_name,
             attention=self.attention,
             decoder=self.default_decoder if self.task == "transcribe" else None,
             languages=self.languages or None,

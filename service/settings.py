@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     # Models: [NAME=]PATH_OR_HUB_ID; empty means the embedded demo model.
     model: Annotated[list[str], NoDecode] = Field(default_factory=list)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    # int8: dynamic int8 weights on CPU (wav2vec2/quantize.py); auto never picks it
+    dtype: Literal["auto", "float32", "float16", "bfloat16", "int8"] = "auto"
     attention: Literal["auto", "eager", "sdpa", "flash"] = "auto"
     # MMS checkpoints (adapter.<lang>.safetensors beside the weights): the languages kept
     # resident, every one the checkpoint has when empty; a code it lacks fails its load.

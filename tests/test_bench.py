@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import bench_engine
@@ -81,3 +82,35 @@ def test_bench_stream_sweep_smoke(checkpoints, tmp_path, capsys):
         assert r["cer_vs_offline"] >= 0 and r["cer"] >= 0 and r["cpu_rtf"] > 0
     assert rep["seconds"] > 20 and len(rep["reference"].split()) > 40
     assert "| **1** | **4** | **0.5** |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_rtfx_smoke_on_cpu(tmp_path):
+    """The leaderboard-method benchmark on a tiny config: both sides transcribe every clip."""
+    from benchmarks import bench_rtfx
+
+    out = tmp_path / "rtfx.json"
+    argv = ["--config", "tiny", "--device", "cpu", "--smoke", "--out", str(out)]
+    assert bench_rtfx.main(argv) == 0
+    rep = json.loads(out.read_text())
+    assert rep["clips"] == 6 and rep["audio_seconds"] > 6
+    assert set(rep["sides"]) == {"ours_float32", "transformers_float32"}
+    for side in rep["sides"].values():
+        assert side["rtfx"] > 0 and len(side["wall_s"]) == 1
+    assert rep["sides"]["transformers_float32"]["vs_transformers"] == 1.0
+    assert "| ours_float32 |" in out.with_suffix(".md").read_text()
+
+
+def test_rtfx_lengths_look_like_librispeech():
+    from benchmarks import bench_rtfx
+
+    seconds = bench_rtfx.lengths(bench_rtfx.LIBRISPEECH_CLIPS)
+    assert seconds == bench_rtfx.lengths(bench_rtfx.LIBRISPEECH_CLIPS)  # seeded
+    assert min(seconds) >= 1.3 and max(seconds) <= 35.0
+    assert 4.5 < float(np.median(seconds)) < 7.5 and 5.0 * 3600 < sum(seconds) < 6.0 * 3600
+
+
+def test_run_all_cuda_includes_rtfx():
+    script = (ROOT / "benchmarks" / "run_all.sh").read_text()
+    cuda = script.split('if [ "$DEVICE" = cuda ]; then')[1].split("else")[0]
+    assert "benchmarks/bench_rtfx.py --device cuda" in cuda

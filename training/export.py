@@ -176,6 +176,16 @@ def model_card(h: dict[str, Any]) -> str:
             f"(fp32) vs {_pct(c['fp16_cer'])} (fp16), {c['changed']} of {c['n']} "
             "transcripts changed.",
         ]
+    if h.get("int8_check"):
+        c = h["int8_check"]
+        lines += [
+            "",
+            f"`--dtype int8` (dynamic int8 weights, service/wav2vec2/quantize.py) vs fp32 on the "
+            f"held-out sets: mean CER {100 * c['fp32_cer']:.2f}% (fp32) vs "
+            f"{100 * c['int8_cer']:.2f}% (int8), {c['changed']} of {c['n']} transcripts changed "
+            "(greedy). "
+            "Command: `python -m training.int8_check --write`.",
+        ]
     if h.get("longform"):
         lines += ["", "## Long recordings with pauses", ""]
         for decoder, lf in h["longform"].items():

@@ -23,6 +23,7 @@ from service.wav2vec2.config import Wav2Vec2Config
 from service.wav2vec2.conformer import ConvolutionModule
 from service.wav2vec2.features import FeatureExtractor
 from service.wav2vec2.heads import Head, Wav2Vec2ForCTC, build
+from service.wav2vec2.quantize import quantize_int8
 from service.wav2vec2.tokenizer import CTCTokenizer
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ FUSED = re.compile(r"\.attention\.[qkv]_proj\.")
 HUB_FILES = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.md", "*.arpa"]
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+INT8 = "int8"  # float32 activations, int8 weights (quantize.py); CPU only
 
 
 @dataclass
@@ -44,8 +46,14 @@ class LoadedModel:
     features: FeatureExtractor
     tokenizer: CTCTokenizer | None
     device: torch.device
-    dtype: torch.dtype
+    dtype: torch.dtype  # of the activations; float32 under int8
     languages: Languages | None = None  # an MMS checkpoint's adapters, chosen per clip
+    int8: bool = False  # weights quantised to int8 (quantize.py)
+
+    @property
+    def dtype_name(self) -> str:
+        """What --dtype gave: float32, float16, bfloat16 or int8."""
+        return INT8 if self.int8 else str(self.dtype).removeprefix("torch.")
 
     @property
     def task(self) -> str:
@@ -167,6 +175,11 @@ def pick_device(device: str) -> torch.device:
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """The activations' dtype for --dtype; int8 computes in float32 around int8 GEMMs."""
+    if dtype == INT8:
+        if device.type != "cpu":
+            raise ModelError("--dtype int8 runs on the CPU only (use float16 on a GPU)")
+        return torch.float32
     if dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if dtype == "bfloat16" and device.type == "cpu" and not _cpu_has_amx():
@@ -236,6 +249,10 @@ def load_model(
         served = load_languages(path, model, target, languages, language_memory_mb)
     if served is not None:
         tokenizer = served.tokenizers[served.default]
+    if dtype == INT8:
+        if served is not None:  # adapters swap fp32 weights in per language
+            raise ModelError(f"{source}: --dtype int8 does not take MMS language adapters yet")
+        quantize_int8(model)
     return LoadedModel(
         name=name or _default_name(source),
         source=source,
@@ -246,6 +263,7 @@ def load_model(
         device=dev,
         dtype=dt,
         languages=served,
+        int8=dtype == INT8,
     )
 
 

@@ -60,11 +60,14 @@ class Packed:
 
     def conv(self, conv: nn.Conv1d, trim: int = 0) -> Tensor:
         """A same-length sequence conv over each clip, zero-padded as the clip alone would be:
-        (N, C_in) -> (N, C_out), trimming `trim` frames an even kernel adds at the end."""
-        y = conv(self.padded().transpose(1, 2))  # (B, C, T + trim)
-        if trim:
-            y = y[:, :, :-trim]
-        return Packed.from_padded(y.transpose(1, 2), self.lengths).data
+        (N, C_in) -> (N, C_out), trimming `trim` frames an even kernel adds at the end.
+        Clip by clip, not over the padded batch: padding was most of a mixed batch's work in
+        the positional conv (8 clips of 2-15 s: 6,000 frames for 3,230)."""
+        out = []
+        for clip in self.split():
+            y = conv(clip.t()[None])  # (1, C, T + trim)
+            out.append(y[0, :, : y.shape[-1] - trim].t())  # (T, C)
+        return out[0] if len(out) == 1 else torch.cat(out)
 
 
 @dataclass

@@ -1,0 +1,93 @@
+"""--dtype int8 (service/wav2vec2/quantize.py): loads, answers close to float32, is CPU only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch import nn
+
+import service
+from service.cli import PREDICT_SETTINGS, _settings, build_parser
+from service.errors import ModelError
+from service.settings import Settings
+from service.wav2vec2.loading import load_model, pick_dtype
+from service.wav2vec2.quantize import Int8Linear, WindowLinear
+
+DEMO = Path(service.__file__).parent / "models" / "demo-ctc"
+EXAMPLE = Path(__file__).parents[1] / "examples" / "quick_brown_fox.wav"
+
+
+def _clips(seconds=(1.0, 1.7)) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(int(s * 16_000)).astype(np.float32) * 0.1 for s in seconds]
+
+
+def test_int8_linear_is_close_to_the_float_one():
+    torch.manual_seed(0)
+    linear = nn.Linear(96, 40)
+    x = torch.randn(7, 5, 96)
+    expected = linear(x)
+    got = Int8Linear(linear)(x)
+    assert got.shape == expected.shape and got.dtype == torch.float32
+    # Per-row int8 on both sides: ~1% of the output's scale.
+    assert (got - expected).abs().max() < 0.02 * expected.abs().max()
+
+
+def test_window_linear_computes_the_conv():
+    torch.manual_seed(0)
+    conv = nn.Conv1d(12, 20, 3, stride=2, bias=True)
+    x = torch.randn(2, 12, 41).transpose(1, 2).contiguous().transpose(1, 2)  # strided, as served
+    torch.testing.assert_close(WindowLinear(conv)(x), conv(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "variant", ["ctc-group", "ctc-layer-stable-bias-bin", "ctc-attn-adapter", "classify-weighted"]
+)
+def test_int8_model_loads_and_stays_close_to_float32(checkpoints, variant):
+    path = str(checkpoints(variant))
+    fp32 = load_model(path, device="cpu", dtype="float32")
+    int8 = load_model(path, device="cpu", dtype="int8")
+    assert int8.dtype_name == "int8" and fp32.dtype_name == "float32"
+    assert int8.dtype == torch.float32  # activations
+    modules = list(int8.model.modules())
+    assert not any(type(m) is nn.Linear for m in modules)  # every linear layer quantised
+    assert any(isinstance(m, WindowLinear) for m in modules)  # and the front-end convs
+    clips = _clips()
+    for a, b in zip(fp32.forward(clips), int8.forward(clips)):
+        assert a.shape == b.shape
+        # Tiny random models (16 channels) amplify rounding: measured 1-12% of the largest logit.
+        assert np.abs(a - b).max() < 0.2 * np.abs(a).max()
+
+
+@pytest.mark.slow
+def test_demo_model_int8_transcribes_its_example_like_float32():
+    x, rate = sf.read(EXAMPLE, dtype="float32")
+    assert rate == 16_000
+    texts, logits = [], []
+    for dtype in ("float32", "int8"):
+        loaded = load_model(str(DEMO), device="cpu", dtype=dtype)
+        [out] = loaded.forward([x])
+        assert loaded.tokenizer is not None
+        texts.append(loaded.tokenizer.decode(out.argmax(-1).tolist()).text)
+        logits.append(out)
+    assert texts[0] == texts[1] and texts[0]
+    assert np.abs(logits[0] - logits[1]).max() < 0.05 * np.abs(logits[0]).max()
+
+
+def test_int8_is_cpu_only():
+    with pytest.raises(ModelError, match="CPU only"):
+        pick_dtype("int8", torch.device("cuda"))
+    assert pick_dtype("int8", torch.device("cpu")) == torch.float32  # the activations
+
+
+def test_int8_setting_and_flag():
+    assert Settings(dtype="int8").dtype == "int8"
+    with pytest.raises(ValueError):
+        Settings(dtype="int4")
+    args = build_parser().parse_args(["predict", "--dtype", "int8", "a.wav"])
+    assert _settings(args, PREDICT_SETTINGS).dtype == "int8"
+    assert pick_dtype("auto", torch.device("cpu")) == torch.float32  # int8 only on request
