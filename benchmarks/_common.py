@@ -166,3 +166,12 @@ def timed(run: Runner, clips: list[np.ndarray], device: str) -> float:
     run(clips)
     sync(device)
     return time.perf_counter() - started
+
+
+def publish(report: dict, text: str, out: Path | None) -> None:
+    """Print a benchmark's markdown, and with --out write OUT.json (the figures) and OUT.md."""
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+        out.with_suffix(".md").write_text(text)

@@ -37,6 +37,7 @@ from benchmarks._common import (  # noqa: E402
     CONFIGS,
     cases,
     ours,
+    publish,
     save_checkpoint,
     sync,
     timed,
@@ -301,12 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         memory_child(args)
         return 0
     report = run(args)
-    text = markdown(report)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2))
-        args.out.with_suffix(".md").write_text(text)
+    publish(report, markdown(report), args.out)
     return 0
 
 

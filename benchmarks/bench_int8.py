@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import CONFIGS, RATE, Runner, cases, save_checkpoint  # noqa: E402
+from benchmarks._common import CONFIGS, RATE, Runner, cases, publish, save_checkpoint  # noqa: E402
 from benchmarks.bench_engine import _f, environment, interleaved  # noqa: E402
 
 BASELINE = "ours_float32"
@@ -184,12 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         args.repeats = min(args.repeats, 1)
     torch.set_num_threads(args.threads)
     report = run(args)
-    text = markdown(report)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2))
-        args.out.with_suffix(".md").write_text(text)
+    publish(report, markdown(report), args.out)
     return 0
 
 

@@ -12,7 +12,6 @@ the best of a few (2048 x 2048) @ (2048 x 2048) float32 products, timed right be
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import CONFIGS, RATE, clip, save_checkpoint  # noqa: E402
+from benchmarks._common import CONFIGS, RATE, clip, publish, save_checkpoint  # noqa: E402
 from benchmarks.bench_engine import _cpu_model  # noqa: E402
 
 GEMM_N = 2048
@@ -230,12 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     report = run(args)
-    text = markdown(report)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2))
-        args.out.with_suffix(".md").write_text(text)
+    publish(report, markdown(report), args.out)
     return 0
 
 

@@ -23,7 +23,6 @@ with each side's peak device memory (CUDA) or peak RSS growth (CPU) during its p
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -38,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import CONFIGS, DTYPES, RATE, clip, save_checkpoint, sync  # noqa: E402
+from benchmarks._common import CONFIGS, DTYPES, RATE, clip, publish, save_checkpoint, sync  # noqa: E402
 from benchmarks.bench_engine import _peak_rss_mib, _reset_peak_rss, environment  # noqa: E402
 
 # LibriSpeech test-clean: 2620 utterances, 5.4 h, 1.3-35 s, median ~6 s (log-normal fit).
@@ -213,12 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     report = run(args)
-    text = markdown(report)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2))
-        args.out.with_suffix(".md").write_text(text)
+    publish(report, markdown(report), args.out)
     return 0
 
 

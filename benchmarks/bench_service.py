@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import statistics
 import sys
 import tempfile
@@ -32,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python benchmarks/bench_service.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import save_checkpoint  # noqa: E402
+from benchmarks._common import publish, save_checkpoint  # noqa: E402
 from benchmarks._server import Server  # noqa: E402
 from loadtest import LoadConfig, audio, markdown, run_async  # noqa: E402
 
@@ -208,12 +207,7 @@ def _f(v: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rep = run(args)
-    text = to_markdown(rep)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(rep, indent=2))
-        args.out.with_suffix(".md").write_text(text)
+    publish(rep, to_markdown(rep), args.out)
     return 0
 
 
