@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks._common import BATCH_SECONDS, sync  # noqa: E402
 from service.wav2vec2.attention import biased_per_clip  # noqa: E402
-from service.wav2vec2.model import Frames  # noqa: E402
+from service.wav2vec2.packed import Frames  # noqa: E402
 from service.wav2vec2.wavlm import flex_biased  # noqa: E402
 
 FRAMES_PER_SECOND = 50  # wav2vec2's 320-sample frame step at 16 kHz

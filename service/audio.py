@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import math
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import av
@@ -22,7 +22,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from service.errors import AudioError, BadFieldError, TooLargeError, UnsupportedMediaError
+from service.errors import AudioError, TooLargeError, UnsupportedMediaError
+from service.pcm import WAV_ENCODINGS, frame_width, pcm_blocks
 
 MIN_RATE = 1_000
 MAX_RATE = 384_000
@@ -38,25 +39,6 @@ _HEADER_SLACK = 1.05
 # Samples the resampler may add beyond length x ratio (its rounding), kept free in the room.
 RESAMPLER_SLACK = 64
 _SF_ERR_UNRECOGNISED_FORMAT = 1
-
-# encoding -> (numpy dtype, scale, offset): float = (raw + offset) * scale
-_PCM: dict[str, tuple[str, float, float]] = {
-    "pcm_u8": ("u1", 1 / 128, -128.0),
-    "pcm_s16le": ("<i2", 1 / 32768, 0.0),
-    "pcm_s24le": ("<i4", 1 / 2**31, 0.0),  # widened to 32 bits by _pcm_block
-    "pcm_s32le": ("<i4", 1 / 2**31, 0.0),
-    "pcm_f32le": ("<f4", 1.0, 0.0),
-    "pcm_f64le": ("<f8", 1.0, 0.0),
-}
-# WAV (format tag, bits per sample) -> encoding; tag 1 is integer PCM, 3 is IEEE float.
-_WAV_ENCODINGS = {
-    (1, 8): "pcm_u8",
-    (1, 16): "pcm_s16le",
-    (1, 24): "pcm_s24le",
-    (1, 32): "pcm_s32le",
-    (3, 32): "pcm_f32le",
-    (3, 64): "pcm_f64le",
-}
 
 
 @dataclass(frozen=True)
@@ -227,9 +209,9 @@ def _parse_riff(data: bytes) -> tuple[int, int, str, int, int]:
             available = len(data) - body
             size = available if size in (0, 0xFFFFFFFF) or size > available else size
             tag, channels, rate, bits = fmt
-            if channels == 0 or (tag, bits) not in _WAV_ENCODINGS:
+            if channels == 0 or (tag, bits) not in WAV_ENCODINGS:
                 raise _Unreadable(recognised=True)
-            return rate, channels, _WAV_ENCODINGS[tag, bits], body, size
+            return rate, channels, WAV_ENCODINGS[tag, bits], body, size
         pos = body + size + (size & 1)
     raise _Unreadable(recognised=True)
 
@@ -238,11 +220,11 @@ def _read_riff_wav(data: bytes, target_rate: int, max_seconds: float) -> _Collec
     """Decode a PCM WAV whose header libsndfile refuses (bad sizes, odd rates)."""
     rate, channels, encoding, offset, size = _parse_riff(data)
     col = _Collector(rate, channels, target_rate, max_seconds)
-    width = _frame_width(encoding, channels)
+    width = frame_width(encoding, channels)
     col.check_header(size // width)
     # A trailing partial frame is a truncated upload: decoded as far as whole frames go.
     view = memoryview(data)[offset : offset + size - size % width]
-    for block in _pcm_blocks(view, encoding, channels):
+    for block in pcm_blocks(view, encoding, channels, BLOCK_FRAMES):
         col.add(block)
     return col
 
@@ -314,45 +296,6 @@ def decode_audio(
     )
 
 
-def _frame_width(encoding: str, channels: int) -> int:
-    """Bytes per frame of raw PCM."""
-    if encoding not in _PCM:
-        raise BadFieldError(
-            f"unknown encoding {encoding!r}; expected one of {', '.join(_PCM)}",
-            code="invalid_encoding",
-        )
-    if channels < 1:
-        raise BadFieldError("channels must be at least 1", code="invalid_channels")
-    width = 3 if encoding == "pcm_s24le" else np.dtype(_PCM[encoding][0]).itemsize
-    return width * channels
-
-
-def _pcm_blocks(view: memoryview, encoding: str, channels: int) -> Iterator[np.ndarray]:
-    """Yield (frames, channels) float32 blocks of whole-frame raw PCM."""
-    width = _frame_width(encoding, channels)
-    step = BLOCK_FRAMES * width
-    for start in range(0, len(view), step):
-        yield _pcm_block(view[start : start + step], encoding).reshape(-1, channels)
-
-
-def _pcm_block(raw: memoryview, encoding: str) -> np.ndarray:
-    """Convert one stretch of raw PCM to float32 in [-1, 1)."""
-    dtype, scale, offset = _PCM[encoding]
-    if encoding == "pcm_s24le":
-        b = np.frombuffer(raw, np.uint8).reshape(-1, 3)
-        wide = np.zeros((len(b), 4), np.uint8)
-        wide[:, 1:] = b  # little-endian: the 24 bits become the top of an int32
-        values: np.ndarray = wide.view("<i4").reshape(-1)
-    else:
-        values = np.frombuffer(raw, dtype)
-    x = values.astype(np.float32)
-    if offset:
-        x += offset
-    if scale != 1.0:
-        x *= scale
-    return x
-
-
 class PcmDecoder:
     """Headerless little-endian PCM -> mono float32 at target_rate, chunk by chunk: the one raw
     decoder of REST bodies (one chunk) and WebSocket frames (a frame split mid-sample is fine)."""
@@ -367,7 +310,7 @@ class PcmDecoder:
     ) -> None:
         self.encoding = encoding
         self.channels = channels
-        self.width = _frame_width(encoding, channels)  # bytes per frame
+        self.width = frame_width(encoding, channels)  # bytes per frame
         self.collector = _Collector(rate, channels, target_rate, max_seconds)
         self._rest = b""  # a frame split across two chunks
 
@@ -387,7 +330,9 @@ class PcmDecoder:
             data = self._rest + data
         whole = len(data) - len(data) % self.width
         self._rest = bytes(data[whole:])
-        for block in _pcm_blocks(memoryview(data)[:whole], self.encoding, self.channels):
+        for block in pcm_blocks(
+            memoryview(data)[:whole], self.encoding, self.channels, BLOCK_FRAMES
+        ):
             self.collector.add(block)
 
     def flush(self) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from service.wav2vec2.loading import load_model
-from service.wav2vec2.model import Packed
+from service.wav2vec2.packed import Packed
 from tests.checkpoints import VARIANTS, speech_like
 
 transformers = pytest.importorskip("transformers")

@@ -12,7 +12,7 @@ from service.cost import fill_batches
 from service.wav2vec2.attention import use_kernel
 from service.wav2vec2.features import FeatureExtractor
 from service.wav2vec2.heads import Head, Wav2Vec2ForCTC
-from service.wav2vec2.model import Packed
+from service.wav2vec2.packed import Packed
 from training.corpus import Split
 from training.text import encode, error_rates, greedy
 

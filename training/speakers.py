@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from service.wav2vec2.features import normalize
 from service.wav2vec2.heads import Head, Wav2Vec2ForXVector
-from service.wav2vec2.model import Packed
+from service.wav2vec2.packed import Packed
 from training import export, finetune
 from training.data import HELDOUT_VARIANTS, SAMPLE_RATE, VOICES, _rng, espeak, seen_variants
 from training.examples import EXAMPLES_DIR

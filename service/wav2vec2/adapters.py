@@ -30,7 +30,8 @@ from torch import Tensor, nn
 from service.errors import ModelError
 from service.wav2vec2.features import FeatureExtractor
 from service.wav2vec2.heads import Wav2Vec2ForCTC
-from service.wav2vec2.model import AttnAdapterLayer, Packed
+from service.wav2vec2.model import AttnAdapterLayer
+from service.wav2vec2.packed import Packed
 from service.wav2vec2.tokenizer import CTCTokenizer
 
 log = logging.getLogger(__name__)

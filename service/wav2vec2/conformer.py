@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from service.wav2vec2.activations import activation
 from service.wav2vec2.config import Wav2Vec2Config
-from service.wav2vec2.model import Attention, FeedForward, Frames, Packed
+from service.wav2vec2.model import Attention, FeedForward
+from service.wav2vec2.packed import Frames, Packed
 
 
 @functools.lru_cache(maxsize=16)

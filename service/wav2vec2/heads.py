@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from service.wav2vec2.config import Wav2Vec2Config
 from service.wav2vec2.conformer import conformer_layer
 from service.wav2vec2.features import FeatureExtractor
-from service.wav2vec2.model import LayerFactory, Packed, Wav2Vec2Model, transformer_layer
+from service.wav2vec2.model import LayerFactory, Wav2Vec2Model, transformer_layer
+from service.wav2vec2.packed import Packed
 from service.wav2vec2.wavlm import wavlm_layer
 
 # The encoder layer each family builds (family.encoder_layer).

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from service.wav2vec2.config import Wav2Vec2Config
-from service.wav2vec2.model import Attention, EncoderLayer, Frames
+from service.wav2vec2.model import Attention, EncoderLayer
+from service.wav2vec2.packed import Frames
 
 
 def relative_buckets(relative: Tensor, num_buckets: int, max_distance: int) -> Tensor:
