@@ -65,13 +65,14 @@ class DecodePool:
     async def run(self, fn: Callable[..., T], *args: object) -> tuple[T, float]:
         # Cancelling the awaiting task cancels the executor's future: a search that has not
         # started is skipped (one that has started runs to its end, its answer dropped).
-        return await asyncio.get_running_loop().run_in_executor(self._executor, _timed, fn, args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, timed, fn, args)
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _timed(fn: Callable[..., T], args: tuple[object, ...]) -> tuple[T, float]:
+def timed(fn: Callable[..., T], args: tuple[object, ...]) -> tuple[T, float]:
+    """fn(*args) and the seconds it took (decode and alignment times are reported apart)."""
     started = time.perf_counter()
     result = fn(*args)
     return result, time.perf_counter() - started

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from service.admission import Throughput
+from service.batcher import BatchObserver
+
 PREFIX = "w2v_"
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -89,3 +92,33 @@ READY = Gauge(PREFIX + "ready", "1 when the server accepts requests", registry=R
 
 # The metric names an autoscaler may use (deploy/ tests check against this list).
 AUTOSCALING_METRICS = (PREFIX + "queue_depth", PREFIX + "inflight_audio_seconds")
+
+
+class BatchMetrics(BatchObserver):
+    """Feeds one model's batcher events into the w2v_ metrics, labelled by model, and each
+    finished batch's audio seconds per second into admission's throughput estimate."""
+
+    def __init__(self, model: str, sampling_rate: int, throughput: Throughput) -> None:
+        self.model = model
+        self.rate = sampling_rate
+        self.throughput = throughput
+        self._batch_cost = 0
+        # Export the autoscaling gauges from the start: an HPA needs every pod's series.
+        self.queue_changed(0, 0)
+
+    def queue_changed(self, depth: int, inflight_cost: int) -> None:
+        QUEUE_DEPTH.labels(self.model).set(depth)
+        INFLIGHT_AUDIO.labels(self.model).set(inflight_cost / self.rate)
+
+    def batch_started(self, size: int, padded_cost: int, queue_times: list[float]) -> None:
+        BATCH_SIZE.labels(self.model).observe(size)
+        self._batch_cost = padded_cost
+        for t in queue_times:
+            QUEUE_DURATION.labels(self.model).observe(t)
+
+    def batch_finished(self, size: int, seconds: float, error: BaseException | None) -> None:
+        INFERENCE_DURATION.labels(self.model).observe(seconds)
+        if error is None:
+            self.throughput.observe(self._batch_cost / self.rate, seconds)
+        if error is not None:
+            BATCH_FAILURES.labels(self.model, type(error).__name__).inc()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,9 +22,9 @@ from service.admission import Deadline, Throughput, admit, estimate
 from service.align import align
 from service.align import wire as align_wire
 from service.audio import Audio, PcmDecoder
-from service.batcher import DEFAULT_PRIORITY, STREAM_PRIORITY, Batcher, BatchObserver, Timed
+from service.batcher import DEFAULT_PRIORITY, STREAM_PRIORITY, Batcher, Timed
 from service.cost import fill_batches
-from service.decoding import BEAM, DecodePool, beam_options
+from service.decoding import BEAM, DecodePool, beam_options, timed
 from service.engine import DEFAULT_OPTIONS, Clip, Engine, Window
 from service.errors import BadFieldError, ModelError, ServiceError, UnavailableError
 from service.language_choice import LanguageChoice, after
@@ -38,35 +37,6 @@ from service.wav2vec2.loading import LoadedModel
 from service.wav2vec2.tokenizer import Decoded
 
 log = logging.getLogger(__name__)
-
-
-class PrometheusObserver(BatchObserver):
-    """Feeds the batcher's events into the w2v_ metrics, labelled by model."""
-
-    def __init__(self, model: str, sampling_rate: int, throughput: Throughput) -> None:
-        self.model = model
-        self.rate = sampling_rate
-        self.throughput = throughput
-        self._batch_cost = 0
-        # Export the autoscaling gauges from the start: an HPA needs every pod's series.
-        self.queue_changed(0, 0)
-
-    def queue_changed(self, depth: int, inflight_cost: int) -> None:
-        metrics.QUEUE_DEPTH.labels(self.model).set(depth)
-        metrics.INFLIGHT_AUDIO.labels(self.model).set(inflight_cost / self.rate)
-
-    def batch_started(self, size: int, padded_cost: int, queue_times: list[float]) -> None:
-        metrics.BATCH_SIZE.labels(self.model).observe(size)
-        self._batch_cost = padded_cost
-        for t in queue_times:
-            metrics.QUEUE_DURATION.labels(self.model).observe(t)
-
-    def batch_finished(self, size: int, seconds: float, error: BaseException | None) -> None:
-        metrics.INFERENCE_DURATION.labels(self.model).observe(seconds)
-        if error is None:
-            self.throughput.observe(self._batch_cost / self.rate, seconds)
-        if error is not None:
-            metrics.BATCH_FAILURES.labels(self.model, type(error).__name__).inc()
 
 
 DEFAULT_VERIFY_THRESHOLD = 0.7
@@ -123,7 +93,7 @@ class ServedModel:
             max_wait_ms=settings.max_wait_ms,
             max_queue=settings.max_queue,
             name=self.name,
-            observer=PrometheusObserver(self.name, self.sampling_rate, self.throughput),
+            observer=metrics.BatchMetrics(self.name, self.sampling_rate, self.throughput),
         )
         # The Viterbi runs here, not on the event loop nor in its default executor (which
         # decodes uploads): an hour of audio takes about a minute of one core.
@@ -220,7 +190,7 @@ class ServedModel:
                 self._engine.finish, plan, outputs, duration, options
             )
         else:
-            prediction, seconds = self._finish(plan, outputs, duration, options)
+            prediction, seconds = timed(self._engine.finish, (plan, outputs, duration, options))
         self._observe_decode(options, seconds)
         metrics.AUDIO_SECONDS.labels(self.name).inc(duration)
         if found is not None:
@@ -295,13 +265,6 @@ class ServedModel:
     def _beam(self, options: Options) -> bool:
         return self.task == "transcribe" and self._engine.decoder_kind(options) == BEAM
 
-    def _finish(
-        self, plan: list[Window], outputs: list[np.ndarray], duration: float, options: Options
-    ) -> tuple[Prediction, float]:
-        started = time.perf_counter()
-        prediction = self._engine.finish(plan, outputs, duration, options)
-        return prediction, time.perf_counter() - started
-
     def _observe_decode(self, options: Options, seconds: float) -> None:
         if self.task == "transcribe":
             kind = self._engine.decoder_kind(options)
@@ -317,7 +280,7 @@ class ServedModel:
         for audio, (opts, score), (plan, outputs) in zip(
             clips, chosen, self._forward_now(clips, [o.language for o, _ in chosen])
         ):
-            prediction, seconds = self._finish(plan, outputs, audio.duration, opts)
+            prediction, seconds = timed(self._engine.finish, (plan, outputs, audio.duration, opts))
             self._observe_decode(opts, seconds)
             predictions.append(prediction.model_copy(update={"language_score": score}))
         return predictions
@@ -395,9 +358,7 @@ class ServedModel:
     def _timed_alignment(
         self, frames: np.ndarray, text: str, duration: float, options: Options
     ) -> tuple[Prediction, float]:
-        start = time.perf_counter()
-        prediction = self._alignment(frames, text, duration, options)
-        return prediction, time.perf_counter() - start
+        return timed(self._alignment, (frames, text, duration, options))
 
     def open_stream(
         self,
