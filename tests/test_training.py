@@ -20,7 +20,7 @@ from service.wav2vec2.heads import Wav2Vec2ForCTC
 from service.wav2vec2.loading import load_model
 from tests.conftest import require_tool
 from training import data, train
-from training.corpus import Batches
+from training.corpus import Batches, Split
 from training.forward import transcribe
 from training.sentences import RESERVED
 from training.text import greedy
@@ -103,7 +103,10 @@ def tiny_corpus(root: Path, n_train: int = 12, n_heldout: int = 3) -> Path:
             length = int(rng.integers(8_000, 24_000))
             audio.append((rng.standard_normal(length) * 3000).astype(np.int16))
             text = " ".join(rng.choice(words, int(rng.integers(1, 4))))
-            meta.append({"offset": offset, "length": length, "text": text})
+            lead, tail = 0.1 * int(rng.integers(0, 3)), 0.1 * int(rng.integers(0, 3))
+            meta.append(
+                {"offset": offset, "length": length, "text": text, "lead_s": lead, "tail_s": tail}
+            )
             offset += length
         np.save(root / f"{name}.npy", np.concatenate(audio))
         (root / f"{name}.json").write_text(json.dumps({"version": 2, "utterances": meta}))
@@ -135,6 +138,11 @@ def test_a_round_from_scratch_trains_evaluates_and_exports(tmp_path):
             "3",
             "--curriculum-steps",
             "2",
+            "--long-fraction",
+            "0.5",
+            "--long-seconds",
+            "2",
+            "4",
         ]
     )
     history = json.loads((run / "training.json").read_text())
@@ -145,6 +153,33 @@ def test_a_round_from_scratch_trains_evaluates_and_exports(tmp_path):
     assert history["fp16_check"]["n"] == 9
     exported = load_model(str(run / "export"))  # a complete model directory
     assert exported.config.num_hidden_layers == 4 and exported.tokenizer is not None
+
+
+def test_a_joined_recording_is_utterances_speech_between_pauses(tmp_path):
+    split = Split.load(tiny_corpus(tmp_path), ["train-00000"])
+    samples, text = split.joined(np.random.default_rng(1), seconds=4.0)
+    assert len(samples) >= 4.0 * data.SAMPLE_RATE
+    # Every non-silent run is one utterance's speech, in the transcript's order, without the
+    # silence its renderer put either side, and the pauses between them are 0.3-1.5 s.
+    loud = np.flatnonzero(samples != 0)  # the test corpus is noise: zeros inside are rare
+    gaps = np.flatnonzero(np.diff(loud) > 0.2 * data.SAMPLE_RATE)
+    starts, ends = [loud[0], *loud[gaps + 1]], [*loud[gaps] + 1, loud[-1] + 1]
+    pieces = [samples[a:b] for a, b in zip(starts, ends)]
+    speech = [split.speech(i) for i in range(len(split))]
+
+    def source(piece: np.ndarray) -> int:  # (a run may lose a speech's edge samples that are 0)
+        (i,) = [
+            i
+            for i, x in enumerate(speech)
+            if len(x) - len(piece) < 3 and piece.tobytes() in x.tobytes()
+        ]
+        return i
+
+    assert " ".join(split.texts[source(p)] for p in pieces) == text
+    pauses = (np.array(starts[1:]) - np.array(ends[:-1])) / data.SAMPLE_RATE
+    assert len(pieces) >= 2 and ((pauses >= 0.3) & (pauses <= 1.5)).all()
+    lead = split.lead[0] / data.SAMPLE_RATE
+    assert split.speech(0).size == split.length[0] - split.lead[0] - split.tail[0] and lead >= 0
 
 
 def test_evaluation_transcribes_through_the_serving_forward():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,8 @@ from torch import Tensor
 from service.cost import fill_in_order
 from service.wav2vec2.features import normalize
 from training.data import SAMPLE_RATE
+
+PAUSE_SECONDS = (0.3, 1.5)  # between sentences of a joined recording
 
 
 @dataclass
@@ -25,10 +27,14 @@ class Split:
     length: np.ndarray
     texts: list[str]
     paused: int = 0  # utterances with a pause between two words (corpus version 2)
+    # Samples of silence the renderer put before and after each utterance's speech.
+    lead: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    tail: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @staticmethod
     def load(data_dir: Path, names: list[str]) -> Split:
         audio, shard, offset, length, texts, paused = [], [], [], [], [], 0
+        lead, tail = [], []
         for k, name in enumerate(names):
             meta = json.loads((data_dir / f"{name}.json").read_text())["utterances"]
             audio.append(np.load(data_dir / f"{name}.npy", mmap_mode="r"))
@@ -37,7 +43,18 @@ class Split:
             length += [m["length"] for m in meta]
             texts += [m["text"] for m in meta]
             paused += sum(bool(m.get("pause_word")) for m in meta)
-        return Split(audio, np.array(shard), np.array(offset), np.array(length), texts, paused)
+            lead += [int(m.get("lead_s", 0) * SAMPLE_RATE) for m in meta]
+            tail += [int(m.get("tail_s", 0) * SAMPLE_RATE) for m in meta]
+        return Split(
+            audio,
+            np.array(shard),
+            np.array(offset),
+            np.array(length),
+            texts,
+            paused,
+            np.array(lead),
+            np.array(tail),
+        )
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -50,6 +67,28 @@ class Split:
     def clip(self, i: int) -> Tensor:
         """Utterance i as the model's input: float32, normalised over the clip."""
         return torch.from_numpy(normalize(self.samples(i)))
+
+    def speech(self, i: int) -> np.ndarray:
+        """Utterance i without the silence either side of its speech, float32."""
+        x = self.samples(i)
+        return x[self.lead[i] : len(x) - self.tail[i]]
+
+    def joined(self, rng: np.random.Generator, seconds: float) -> tuple[np.ndarray, str]:
+        """A multi-sentence recording of about `seconds`: random utterances' speech joined by
+        0.3-1.5 s pauses, 0-0.5 s of silence at each end (what long audio sounds like; the
+        corpus's own utterances last 1-8 s), and its transcript."""
+
+        def silence(lo: float, hi: float) -> np.ndarray:
+            return np.zeros(int(rng.uniform(lo, hi) * SAMPLE_RATE), np.float32)
+
+        parts, texts = [silence(0.0, 0.5)], []
+        while sum(len(p) for p in parts) < seconds * SAMPLE_RATE:
+            if texts:
+                parts.append(silence(*PAUSE_SECONDS))
+            i = int(rng.integers(len(self)))
+            parts.append(self.speech(i))
+            texts.append(self.texts[i])
+        return np.concatenate([*parts, silence(0.0, 0.5)]), " ".join(texts)
 
     def hours(self) -> float:
         return float(self.length.sum()) / SAMPLE_RATE / 3600

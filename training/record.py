@@ -27,7 +27,14 @@ def recipe(config: Wav2Vec2Config, args: argparse.Namespace, params: int) -> lis
         "100 steps to 2e-3; warm-started rounds: a short warmup to a lower peak.",
         f"- Batches grouped by length, at most {args.batch_seconds:g} s of padded audio; round 1 "
         "starts on short clips only (curriculum), the cap on clip length rising to none over "
-        "its first steps.",
+        "its first steps."
+        + (
+            f" From round 5, {args.long_fraction:.0%} of steps train on one joined recording of "
+            f"{args.long_seconds[0]:g}-{args.long_seconds[1]:g} s instead: random utterances' "
+            "speech joined by 0.3-1.5 s pauses (long audio)."
+            if getattr(args, "long_fraction", 0)
+            else ""
+        ),
         "- Forward in bf16 autocast where the CPU runs bf16 clearly faster (measured at the "
         "start of each round), fp32 weights and optimizer; evaluation in fp32.",
         "- Evaluated and exported: an exponential moving average of the weights (decay "

@@ -21,11 +21,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from service.wav2vec2.attention import use_kernel
 from service.wav2vec2.config import Wav2Vec2Config
+from service.wav2vec2.features import normalize
 from service.wav2vec2.heads import Wav2Vec2ForCTC
 from training import export
 from training.corpus import Batches, Split
@@ -63,6 +65,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="grow a warm start to this many transformer layers (new: identity)",
+    )
+    p.add_argument(
+        "--long-fraction",
+        type=float,
+        default=0.0,
+        help="share of steps on joined multi-sentence recordings (long audio), one per batch",
+    )
+    p.add_argument(
+        "--long-seconds",
+        type=float,
+        nargs=2,
+        default=(10.0, 28.0),
+        help="length range of a joined recording",
     )
     p.add_argument("--eval-every", type=float, default=5.0, help="minutes")
     p.add_argument("--export-every", type=float, default=10.0, help="minutes")
@@ -196,6 +211,7 @@ class Round:
         self.opt = optimizer(model, args)
         self.batches = Batches(self.train.length, self.budget, args.seed + self.entry["round"])
         self.longest = float(self.train.length.max())
+        self.long_rng = np.random.default_rng(args.seed + 1000 + self.entry["round"])
         self.best: dict[str, Any] = {
             "cer": float("inf"),
             "state": copy.deepcopy(self.averaged.state_dict()),
@@ -258,11 +274,21 @@ class Round:
                 2.5 * SAMPLE_RATE
                 + (self.longest - 2.5 * SAMPLE_RATE) * step / args.curriculum_steps
             )
-        idx = self.batches.next(cap)
         t0 = time.monotonic()
+        if self.long_rng.random() < args.long_fraction:
+            # Long audio: the corpus's utterances last 1-8 s, and a model that never heard
+            # more than that garbles 30 s windows of several sentences (training.longform).
+            samples, text = train.joined(self.long_rng, self.long_rng.uniform(*args.long_seconds))
+            waves, texts = [torch.from_numpy(normalize(samples))], [text]
+            seconds = len(samples) / SAMPLE_RATE
+        else:
+            idx = self.batches.next(cap)
+            waves = [train.clip(int(i)) for i in idx]
+            texts = [train.texts[int(i)] for i in idx]
+            seconds = float(train.length[idx].sum()) / SAMPLE_RATE
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.dtype == torch.bfloat16):
-            logits = training_logits(self.model, [train.clip(int(i)) for i in idx])
-        loss = ctc_loss(logits, [train.texts[int(i)] for i in idx])
+            logits = training_logits(self.model, waves)
+        loss = ctc_loss(logits, texts)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.clip)
@@ -273,7 +299,6 @@ class Round:
         if self.averaged is not self.model:
             update_average(self.averaged, self.model, min(args.ema, (1 + step) / (10 + step)))
         self.step += 1
-        seconds = float(train.length[idx].sum()) / SAMPLE_RATE
         self.audio_seconds += seconds
         value = float(loss.detach())
         self.loss_ema = value if self.loss_ema is None else 0.95 * self.loss_ema + 0.05 * value
