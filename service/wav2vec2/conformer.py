@@ -66,6 +66,12 @@ class ConformerAttention(Attention):
             self.pos_bias_u = nn.Parameter(torch.zeros(h, d // h))
             self.pos_bias_v = nn.Parameter(torch.zeros(h, d // h))
 
+    def fuse_qkv(self) -> None:
+        """Rotary projects q and k from the rotated input and v from the plain one: three GEMMs
+        on two inputs, nothing to fuse (qkv stays None, q/k/v_proj stay modules of their own)."""
+        if self.kind != "rotary":
+            super().fuse_qkv()
+
     def forward(self, x: Tensor, frames: Frames, bias: list[Tensor] | None = None) -> Tensor:
         """x: (N, D) -> (N, D)."""
         if self.kind == "rotary":

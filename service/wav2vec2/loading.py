@@ -23,6 +23,7 @@ from service.wav2vec2.config import Wav2Vec2Config
 from service.wav2vec2.conformer import ConvolutionModule
 from service.wav2vec2.features import FeatureExtractor
 from service.wav2vec2.heads import Head, Wav2Vec2ForCTC, build
+from service.wav2vec2.onednn import use_onednn
 from service.wav2vec2.quantize import quantize_int8
 from service.wav2vec2.tokenizer import CTCTokenizer
 
@@ -49,6 +50,7 @@ class LoadedModel:
     dtype: torch.dtype  # of the activations; float32 under int8
     languages: Languages | None = None  # an MMS checkpoint's adapters, chosen per clip
     int8: bool = False  # weights quantised to int8 (quantize.py)
+    onednn: bool = False  # fp32 encoder GEMMs on oneDNN, not MKL (onednn.py)
 
     @property
     def dtype_name(self) -> str:
@@ -201,9 +203,11 @@ def load_model(
     attention: str = "auto",
     languages: Sequence[str] = (),
     language_memory_mb: float | None = None,
+    linear: str = "auto",
 ) -> LoadedModel:
     """`languages`: an MMS checkpoint's adapters to serve (default all it has), all resident
-    or, with `language_memory_mb`, loaded on first use within that budget."""
+    or, with `language_memory_mb`, loaded on first use within that budget. `linear`: fp32 CPU
+    GEMMs on oneDNN or MKL (auto: whichever this CPU runs clearly faster; onednn.py)."""
     path = resolve(source)
     raw, fam = _read_config(path)
     architecture = (raw.get("architectures") or [fam.architecture("Model")])[0]
@@ -253,6 +257,8 @@ def load_model(
         if served is not None:  # adapters swap fp32 weights in per language
             raise ModelError(f"{source}: --dtype int8 does not take MMS language adapters yet")
         quantize_int8(model)
+    on_onednn = dev.type == "cpu" and dtype != INT8 and dt == torch.float32
+    on_onednn = on_onednn and use_onednn(model, linear)
     return LoadedModel(
         name=name or _default_name(source),
         source=source,
@@ -264,6 +270,7 @@ def load_model(
         dtype=dt,
         languages=served,
         int8=dtype == INT8,
+        onednn=on_onednn,
     )
 
 
