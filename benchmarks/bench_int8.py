@@ -48,10 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def ours(path: Path, dtype: str) -> Runner:
+def ours(path: Path, dtype: str, linear: str = "auto") -> Runner:
     from service.wav2vec2.loading import load_model
 
-    return load_model(str(path), device="cpu", dtype=dtype).forward
+    loaded = load_model(str(path), device="cpu", dtype=dtype, linear=linear)
+    if dtype == "float32":
+        print(f"ours float32 ({linear}): oneDNN GEMMs {loaded.onednn}", file=sys.stderr)
+    return loaded.forward
 
 
 def torchao_runner(path: Path) -> Runner | None:
@@ -120,6 +123,7 @@ def run(args: argparse.Namespace) -> dict:
         runners: dict[str, Runner] = {
             BASELINE: ours(checkpoint, "float32"),
             "ours_int8": ours(checkpoint, "int8"),
+            "ours_float32_mkl": ours(checkpoint, "float32", linear="mkl"),  # before oneDNN
         }
         ao = torchao_runner(checkpoint)
         if ao is not None:

@@ -59,8 +59,10 @@ def test_int8_model_loads_and_stays_close_to_float32(checkpoints, variant):
     clips = _clips()
     for a, b in zip(fp32.forward(clips), int8.forward(clips)):
         assert a.shape == b.shape
-        # Tiny random models (16 channels) amplify rounding: measured 1-12% of the largest logit.
-        assert np.abs(a - b).max() < 0.2 * np.abs(a).max()
+        # Tiny random models (16 channels) amplify rounding, and one activation scale per
+        # GEMM call is coarser than one per row: measured 2-24% of the largest logit (the
+        # trained demo model's held-out CER moves 0.04 points: training/int8_check.py).
+        assert np.abs(a - b).max() < 0.35 * np.abs(a).max()
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ from service.wav2vec2.conformer import ConvolutionModule
 from service.wav2vec2.features import FeatureExtractor
 from service.wav2vec2.heads import Head, Wav2Vec2ForCTC, build
 from service.wav2vec2.onednn import use_onednn
+from service.wav2vec2.quantize import available as int8_available
 from service.wav2vec2.quantize import quantize_int8
 from service.wav2vec2.tokenizer import CTCTokenizer
 
@@ -181,6 +182,8 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == INT8:
         if device.type != "cpu":
             raise ModelError("--dtype int8 runs on the CPU only (use float16 on a GPU)")
+        if not int8_available():
+            raise ModelError("--dtype int8 needs a torch built with oneDNN (x86 CPU wheels are)")
         return torch.float32
     if dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32

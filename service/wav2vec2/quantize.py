@@ -1,17 +1,24 @@
-"""Dynamic int8 on CPU (`--dtype int8`): int8 weights, activations quantised per row at run time.
+"""Dynamic int8 on CPU (`--dtype int8`): int8 weights, activations quantised at run time.
 
 Each nn.Linear becomes an `Int8Linear`, and so do the front-end convolutions after the first,
 rewritten as a linear layer over their strided windows (`WindowLinear`): at 512 channels they
 are a third of a base model's FLOPs. The first conv (one input channel, kernel 10) and the
-grouped positional conv stay fp32. The int8 GEMM is torch._int_mm (oneDNN: VNNI or AMX).
+grouped positional conv stay fp32.
 
-Why not a library: torch 2.13 deprecates torch.ao.quantization.quantize_dynamic (it warns and
-points to torchao). torchao 0.18 (Int8DynamicActivationInt8WeightConfig, the same _int_mm
-underneath) was timed beside this module (BENCHMARKS.md, "int8 on CPU"): per layer it was
-slower (eager: ~10 passes to quantise activations, the weight's column sums on every call;
-here 3 passes and the sums once), on the whole base model the two were within the shared
-machine's noise; this needs no dependency and no torchao import (which logs warnings on a
-CPU-only torch).
+The int8 GEMM is oneDNN's (`torch.ops.onednn.qlinear_pointwise`, the op torch.compile's x86
+int8 path lowers to; VNNI or AMX): uint8 activations with one scale and zero point per call,
+int8 weights per output channel, and the dequantisation and bias fused into the GEMM, so the
+output is float32 with no pass of its own. Profiled on a base model, the earlier route
+(torch._int_mm to int32, then scaled and biased in four elementwise passes, activations
+quantised per row in six) spent more time in those passes than in its GEMMs; this one
+quantises in four (aminmax, scale and shift, clamp, cast) and a front-end conv quantises its
+input before its windows are gathered, so the gathering copies bytes, not floats.
+
+Why not a library: torch 2.13 deprecates torch.ao.quantization.quantize_dynamic and every
+quantized-tensor constructor (quantize_per_tensor*: they warn); torchao's
+Int8DynamicActivationInt8WeightConfig runs on torch._int_mm with the same elementwise passes
+(BENCHMARKS.md, "int8 on CPU"). The onednn ops take plain uint8/int8 tensors: no deprecated
+type is involved, and nothing is imported beyond torch.
 
 Applied after loading (the weights are assigned from meta tensors) and after fuse_qkv: the
 fused q/k/v projection is quantised; the per-projection modules, kept as views for the
@@ -26,17 +33,28 @@ from torch import Tensor, nn
 from service.wav2vec2.heads import Head, TDNNLayer
 from service.wav2vec2.model import Attention, ConvLayer
 
-# Activations go in as uint8 (int8 + 128): VNNI multiplies unsigned by signed bytes, and
-# oneDNN's signed-by-signed path on a CPU without AMX is slower (torchao does the same).
-_SHIFT = 128
+
+def available() -> bool:
+    return hasattr(torch.ops.onednn, "qlinear_pointwise") and torch.backends.mkldnn.is_available()
+
+
+def quantize(x: Tensor) -> tuple[Tensor, float, int]:
+    """x float32 -> (uint8 of the same shape, scale, zero point): asymmetric, one scale for the
+    whole tensor (what oneDNN's int8 GEMM takes), the range always including 0."""
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = max((hi - lo) / 255, 1e-12)
+    zero = min(255, max(0, round(-lo / scale)))
+    # + 0.5 then the cast's truncation: round half up, the values being >= 0 by then.
+    q = x.mul(1 / scale).add_(zero + 0.5).clamp_(0, 255).to(torch.uint8)
+    return q, scale, zero
 
 
 class Int8Linear(nn.Module):
-    """y = x W^T + b with W int8 per output row and x quantised per row (symmetric) per call."""
+    """y = x W^T + b with W int8 per output row, x quantised per call (`quantize`)."""
 
-    weight_t: Tensor
     weight_scale: Tensor
-    shift: Tensor
+    weight_zero: Tensor
     bias: Tensor | None
 
     def __init__(self, linear: nn.Linear) -> None:
@@ -45,24 +63,35 @@ class Int8Linear(nn.Module):
         w = linear.weight.detach().float()
         scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127  # (O,)
         q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)  # (O, I)
-        self.register_buffer("weight_t", q.t())  # (I, O), what _int_mm takes
+        self.packed = torch.ops.onednn.qlinear_prepack(q, None)  # oneDNN's blocked layout
         self.register_buffer("weight_scale", scale)
-        # sum_k (x_k + 128) w_k = sum_k x_k w_k + 128 sum_k w_k: the shift's share, once.
-        self.register_buffer("shift", q.sum(dim=1, dtype=torch.int32) * _SHIFT)  # (O,)
-        bias = None if linear.bias is None else linear.bias.detach().float()
+        self.register_buffer("weight_zero", torch.zeros(len(scale), dtype=torch.int64))
+        bias = None if linear.bias is None else linear.bias.detach().float().contiguous()
         self.register_buffer("bias", bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (..., I) float32 -> (..., O) float32."""
         lead = x.shape[:-1]
-        x = x.reshape(-1, self.in_features)  # (M, I)
-        scale = x.abs().amax(dim=1, keepdim=True).clamp_(min=1e-12).div_(127)  # (M, 1)
-        xq = torch.round(x / scale).add_(_SHIFT).to(torch.uint8)
-        acc = torch._int_mm(xq, self.weight_t).sub_(self.shift)  # (M, O) int32
-        y = acc.to(torch.float32).mul_(scale).mul_(self.weight_scale)
-        if self.bias is not None:
-            y.add_(self.bias)
+        y = self.quantized(*quantize(x.reshape(-1, self.in_features)))
         return y.view(*lead, self.out_features)
+
+    def quantized(self, xq: Tensor, scale: float, zero: int) -> Tensor:
+        """xq: (M, I) uint8 with its scale and zero point -> (M, O) float32."""
+        return torch.ops.onednn.qlinear_pointwise(
+            xq.contiguous(),
+            scale,
+            zero,
+            self.packed,
+            self.weight_scale,
+            self.weight_zero,
+            self.bias,
+            1.0,  # output scale and zero point: unused for a float32 output
+            0,
+            torch.float32,
+            "none",
+            [],
+            "",
+        )
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
@@ -85,10 +114,19 @@ class WindowLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, C, T) -> (B, C_out, T'), T' = (T - kernel) // stride + 1."""
         b, c, _ = x.shape
+        linear = self.linear
+        if isinstance(linear, Int8Linear):  # every window sees the same values: quantise once
+            xq, scale, zero = quantize(x)
+            y = linear.quantized(self.columns(xq), scale, zero)
+        else:
+            y = linear(self.columns(x))
+        return y.view(b, -1, y.shape[-1]).transpose(1, 2)  # (B, C_out, T')
+
+    def columns(self, x: Tensor) -> Tensor:
+        """(B, C, T) -> (B T', C k): each output frame's window, flattened."""
+        b, c, _ = x.shape
         windows = x.unfold(-1, self.kernel, self.stride)  # (B, C, T', k), a view
-        t = windows.shape[2]
-        cols = windows.permute(0, 2, 1, 3).reshape(b * t, c * self.kernel)  # (B T', C k)
-        return self.linear(cols).view(b, t, -1).transpose(1, 2)  # (B, C_out, T')
+        return windows.permute(0, 2, 1, 3).reshape(b * windows.shape[2], c * self.kernel)
 
 
 def quantize_int8(model: Head) -> Head:
