@@ -26,6 +26,9 @@ from service.wav2vec2.config import Wav2Vec2Config
 from service.wav2vec2.packed import Frames, Packed
 
 
+CONV_PIECE = 1024  # output frames per front-end conv call on CPU (ConvLayer._conv_in_pieces)
+
+
 class ConvLayer(nn.Module):
     """One front-end conv, with the checkpoint's norm: "layer", "group" (first only) or none."""
 
@@ -56,12 +59,31 @@ class ConvLayer(nn.Module):
             if self.conv.bias is not None:
                 x = x + self.conv.bias[:, None]
         else:
-            x = self.conv(x)  # (B, C, T); B clips of one length
+            x = self._conv_in_pieces(x)  # (B, C, T); B clips of one length
         if self.norm == "layer":
             x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
         elif self.norm == "group":
             x = self.layer_norm(x)
         return self.activation(x)
+
+
+    def _conv_in_pieces(self, x: Tensor) -> Tensor:
+        """The conv over at most CONV_PIECE output frames at a time. On CPU a 10 s clip's
+        second conv (512 x 32,000 in) ran at 72-79 GFLOP/s whole and 85-92 in pieces whose
+        input stays in cache, with the same sums (max difference 0.0); a transposed input (a
+        layer-norm front end's) ran at 55, so it is made contiguous first."""
+        x = x.contiguous()
+        if not isinstance(self.conv, nn.Conv1d):  # int8's WindowLinear gathers its own windows
+            return self.conv(x)
+        k, s = self.conv.kernel_size[0], self.conv.stride[0]
+        frames = (x.shape[-1] - k) // s + 1
+        if frames <= CONV_PIECE or x.device.type != "cpu":
+            return self.conv(x)
+        pieces = [
+            self.conv(x[..., a * s : (min(a + CONV_PIECE, frames) - 1) * s + k])
+            for a in range(0, frames, CONV_PIECE)
+        ]
+        return torch.cat(pieces, dim=-1)
 
 
 class FeatureEncoder(nn.Module):
