@@ -25,7 +25,6 @@ from service.wav2vec2.attention import AttentionFn, biased_per_clip, select
 from service.wav2vec2.config import Wav2Vec2Config
 from service.wav2vec2.packed import Frames, Packed
 
-
 CONV_PIECE = 1024  # output frames per front-end conv call on CPU (ConvLayer._conv_in_pieces)
 
 
@@ -65,7 +64,6 @@ class ConvLayer(nn.Module):
         elif self.norm == "group":
             x = self.layer_norm(x)
         return self.activation(x)
-
 
     def _conv_in_pieces(self, x: Tensor) -> Tensor:
         """The conv over at most CONV_PIECE output frames at a time. On CPU a 10 s clip's

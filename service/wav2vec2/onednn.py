@@ -55,7 +55,7 @@ def _targets(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
     """The encoder's GEMMs (nearly all of a forward's FLOPs outside the conv front end): fused
     q/k/v, attention output, feed-forward, feature projection. Heads and MMS adapters stay
     nn.Linear (adapters swap their weights per language)."""
-    found = []
+    found: list[tuple[nn.Module, str, nn.Linear]] = []
     for module in model.modules():
         if isinstance(module, Attention):
             fused = module.qkv is not None
