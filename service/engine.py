@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service import decode
+from service.cost import fill_batches
 from service.decoding import BEAM, beam_options, decoder_kind
 from service.lm import Decoder, beam_transcript
 from service.schemas import Options, Prediction, Word
@@ -181,11 +182,35 @@ class Engine:
             return beam_transcript(frames, tokenizer, decoder, beam_options(options), seconds)
         return decode.transcript(frames, tokenizer, seconds)
 
+    def forward_clips(
+        self,
+        clips: Sequence[np.ndarray],
+        languages: Sequence[str | None],
+        max_batch_samples: int,
+        max_batch_size: int | None,
+    ) -> list[tuple[list[Window], list[np.ndarray]]]:
+        """Clips without a queue (the CLI): each clip's plan and window outputs (in its
+        language), windows of similar length sharing forward passes within the batch limits,
+        whatever their clips' languages."""
+        plans = [self.plan(len(c)) for c in clips]
+        jobs = [(i, w) for i, plan in enumerate(plans) for w in plan]
+        windows = [clips[i][w.start : w.end] for i, w in jobs]
+        window_languages = [languages[i] for i, _ in jobs]
+        outputs: list[np.ndarray] = [np.zeros(0)] * len(windows)
+        for batch in fill_batches([len(x) for x in windows], max_batch_samples, max_batch_size):
+            done = self.run_batch([windows[j] for j in batch], [window_languages[j] for j in batch])
+            for j, out in zip(batch, done):
+                outputs[j] = out
+        per_clip, pos = [], 0
+        for plan in plans:
+            per_clip.append((plan, outputs[pos : pos + len(plan)]))
+            pos += len(plan)
+        return per_clip
+
     def predict(
         self, samples: np.ndarray, duration: float, options: Options = DEFAULT_OPTIONS
     ) -> Prediction:
-        """One clip, no queue."""
-        windows = self.plan(len(samples))
-        clips = [samples[w.start : w.end] for w in windows]
-        outputs = self.run_batch(clips, [options.language] * len(clips))
+        """One clip, no queue, its windows in one forward pass."""
+        everything = len(samples) * 2 + self.chunk  # over the windows' total, overlaps included
+        ((windows, outputs),) = self.forward_clips([samples], [options.language], everything, None)
         return self.finish(windows, outputs, duration, options)

@@ -23,7 +23,6 @@ from service.align import align
 from service.align import wire as align_wire
 from service.audio import Audio, PcmDecoder
 from service.batcher import DEFAULT_PRIORITY, STREAM_PRIORITY, Batcher, Timed
-from service.cost import fill_batches
 from service.decoding import BEAM, DecodePool, beam_options, timed
 from service.engine import DEFAULT_OPTIONS, Clip, Engine, Window
 from service.errors import BadFieldError, ModelError, ServiceError, UnavailableError
@@ -306,25 +305,9 @@ class ServedModel:
     def _forward_now(
         self, clips: Sequence[Audio], languages: Sequence[str | None]
     ) -> list[tuple[list[Window], list[np.ndarray]]]:
-        """Each clip's plan and window outputs (in its language), forward passes shared across
-        clips whatever their languages."""
-        plans = [self._engine.plan(len(a.samples)) for a in clips]
-        jobs: list[tuple[int, Window]] = [(i, w) for i, plan in enumerate(plans) for w in plan]
-        windows = [clips[i].samples[w.start : w.end] for i, w in jobs]
-        window_languages = [languages[i] for i, _ in jobs]
-        outputs: list[np.ndarray] = [np.zeros(0)] * len(windows)
         s = self._settings
-        for batch in fill_batches([len(x) for x in windows], s.max_batch_samples, s.max_batch_size):
-            batch_languages = [window_languages[j] for j in batch]
-            for j, out in zip(
-                batch, self._engine.run_batch([windows[j] for j in batch], batch_languages)
-            ):
-                outputs[j] = out
-        per_clip, pos = [], 0
-        for plan in plans:
-            per_clip.append((plan, outputs[pos : pos + len(plan)]))
-            pos += len(plan)
-        return per_clip
+        samples = [a.samples for a in clips]
+        return self._engine.forward_clips(samples, languages, s.max_batch_samples, s.max_batch_size)
 
     # ---- forced alignment ----
 
