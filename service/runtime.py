@@ -25,7 +25,7 @@ from service.audio import Audio, PcmDecoder
 from service.batcher import DEFAULT_PRIORITY, STREAM_PRIORITY, Batcher, Timed
 from service.decoding import BEAM, DecodePool, beam_options, timed
 from service.engine import DEFAULT_OPTIONS, Clip, Engine, Window
-from service.errors import BadFieldError, ModelError, ServiceError, UnavailableError
+from service.errors import BadFieldError, ServiceError, UnavailableError
 from service.language_choice import LanguageChoice, after
 from service.languages import AUTO, unsupported
 from service.lm import Decoder, beam_decode
@@ -36,18 +36,6 @@ from service.wav2vec2.loading import LoadedModel
 from service.wav2vec2.tokenizer import Decoded
 
 log = logging.getLogger(__name__)
-
-
-DEFAULT_VERIFY_THRESHOLD = 0.7
-
-
-def verify_threshold(loaded: LoadedModel) -> float:
-    """Cosine threshold of /v1/verify: the checkpoint's `verify_threshold` (chosen where it was
-    trained, e.g. demo-speakers' equal-error point), else DEFAULT_VERIFY_THRESHOLD."""
-    value = loaded.config.extra.get("verify_threshold", DEFAULT_VERIFY_THRESHOLD)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1 <= value <= 1:
-        raise ModelError(f"{loaded.name}: config.json verify_threshold must be a number in [-1, 1]")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -74,7 +62,7 @@ class ServedModel:
         self.task = loaded.task
         self.sampling_rate = loaded.sampling_rate
         self.min_samples = loaded.min_samples
-        self.verify_threshold = verify_threshold(loaded)
+        self.verify_threshold = loaded.verify_threshold()
         self._engine = Engine(
             loaded, settings.chunk_seconds, settings.stride_seconds, decoder, language_decoders
         )

@@ -179,3 +179,11 @@ def test_fused_qkv_holds_the_weights_once(checkpoints, variant):
             assert torch.equal(proj.weight, reference[key + ".weight"])
             assert torch.equal(proj.bias, reference[key + ".bias"])
     assert set(loaded.model.state_dict()) >= {k for k in reference if "q_proj" in k}
+
+
+@pytest.mark.parametrize("value", [True, "0.5", 1.5, -2])
+def test_a_verify_threshold_outside_the_cosine_range_is_an_error(ctc, value):
+    assert load_model(str(ctc)).verify_threshold() == 0.7  # none named: the default
+    edit_config(ctc, verify_threshold=value)
+    with pytest.raises(ModelError, match="verify_threshold must be a number in"):
+        load_model(str(ctc)).verify_threshold()

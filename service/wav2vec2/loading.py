@@ -36,6 +36,7 @@ FUSED = re.compile(r"\.attention\.[qkv]_proj\.")
 HUB_FILES = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.md", "*.arpa"]
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DEFAULT_VERIFY_THRESHOLD = 0.7  # cosine, for a checkpoint that names none
 INT8 = "int8"  # float32 activations, int8 weights (quantize.py); CPU only
 
 
@@ -61,6 +62,16 @@ class LoadedModel:
     @property
     def task(self) -> str:
         return self.config.task
+
+    def verify_threshold(self) -> float:
+        """Cosine threshold of /v1/verify: the checkpoint's `verify_threshold` (chosen where it
+        was trained, e.g. demo-speakers' equal-error point), else DEFAULT_VERIFY_THRESHOLD."""
+        value = self.config.extra.get("verify_threshold", DEFAULT_VERIFY_THRESHOLD)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1 <= value <= 1:
+            raise ModelError(
+                f"{self.name}: config.json verify_threshold must be a number in [-1, 1]"
+            )
+        return float(value)
 
     @property
     def sampling_rate(self) -> int:
