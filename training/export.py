@@ -253,7 +253,10 @@ def model_card(h: dict[str, Any]) -> str:
         "Minutes are wall clock, evaluation included, on 2 CPU cores. Other jobs shared "
         "those cores in round 1 (heavily), round 3 (test runs, roughly a fifth of its "
         "time) and round 4 (one training thread beside other engineers' test runs, "
-        "load 12-16), so their speed figures are low.",
+        "load 12-16), so their speed figures are low. Round 5 had one core to itself (its "
+        "first 7 minutes beside the corpus synthesis, then benchmarks on the other core), and "
+        "a fifth of its steps were 10-28 s recordings, slower per audio second than the "
+        "1-8 s utterances.",
         "",
         "| round | start | machine | from | minutes | steps | audio hours seen "
         "| audio s per s | status |",

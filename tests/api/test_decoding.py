@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytest_asyncio
 import soundfile as sf
 import torch
 
 from service.decode import transcript
+from service.lm import BeamOptions, beam_decode, load_decoder
 from service.settings import DEFAULT_MODEL_NAME, MODELS_DIR, Settings
 from service.wav2vec2.loading import load_model
 from tests.api.helpers import Served, assert_error, serve
@@ -27,15 +29,20 @@ LM_TEXT = {"hello_world": "HELLO WORLD", "weather": "THE WEATHER IS NICE TODAY"}
 
 
 @cache
+def logits_of(name: str) -> np.ndarray:
+    model = load_model(str(DEMO), device="cpu", dtype="float32")
+    x, _ = sf.read(EXAMPLES / f"{name}.wav", dtype="float32")
+    with torch.no_grad():
+        return model.model([torch.from_numpy(model.features(x))]).data.numpy()
+
+
+@cache
 def greedy_text(name: str) -> str:
     """The demo model's argmax spelling of examples/NAME.wav, computed here, not over the API.
     Greedy spells by ear and misses a word of each of LM_TEXT's examples, which is what the
     LM and hotword tests below rely on (checked in test_greedy_misses_what_the_lm_fixes)."""
     model = load_model(str(DEMO), device="cpu", dtype="float32")
-    x, _ = sf.read(EXAMPLES / f"{name}.wav", dtype="float32")
-    with torch.no_grad():
-        logits = model.model([torch.from_numpy(model.features(x))]).data.numpy()
-    return transcript(logits, model.tokenizer, model.frame_seconds)[0]
+    return transcript(logits_of(name), model.tokenizer, model.frame_seconds)[0]
 
 
 def settings(**overrides: object) -> Settings:
@@ -93,9 +100,16 @@ async def test_greedy_on_request_gives_the_argmax_text(demo):
     assert by_query.json()["text"] == greedy_text("hello_world")
 
 
-async def test_beam_without_the_lm_weight_spells_like_greedy(demo):
+async def test_alpha_and_beta_reach_the_beam_search(demo):
+    """The request's alpha = beta = 0 is what the search ran with (computed here with the same
+    decoder), not the model's own weights, whose answer is right. (At 0/0 the LM still has a
+    say: an out-of-vocabulary word keeps its unk_score_offset, as in pyctcdecode; so this is
+    not the LM-free beam search.)"""
     r = await transcribe(demo, "weather", decoder="beam", alpha=0, beta=0)
-    assert r.json()["text"] == greedy_text("weather")
+    tokenizer = load_model(str(DEMO), device="cpu", dtype="float32").tokenizer
+    decoder = load_decoder(DEMO)
+    zero = beam_decode(logits_of("weather"), tokenizer, decoder, BeamOptions(alpha=0, beta=0))
+    assert r.json()["text"] == zero.text != LM_TEXT["weather"]  # the model's weights fix it
 
 
 async def test_hotwords_lift_a_word(demo):
