@@ -1,12 +1,13 @@
 """fp32 linear layers on oneDNN's GEMM instead of MKL's, where this CPU runs it faster.
 
 torch's nn.Linear on CPU calls MKL's sgemm. On AMD CPUs MKL takes a slower code path: on the
-Zen 5 this project measures on (AVX-512), a (499 x 768) @ (768 x 3072) product ran at 33
-GFLOP/s through MKL and 49-51 through oneDNN (the library torch already uses for its convs)
-or ONNX Runtime's MLAS; that gap was most of why ONNX Runtime's fp32 export beat our fp32
-(BENCHMARKS.md, "fp32 on oneDNN"). Which library wins is the CPU's business, so `auto` times
-both on the model's own largest layer at load (a few ms) and keeps MKL unless oneDNN is
-clearly faster.
+Zen 5 this project measures on (AVX-512), a (499 x 768) @ (768 x 3072) product ran at 31-34
+GFLOP/s through MKL and 49-52 through oneDNN (the library torch already uses for its convs) or
+ONNX Runtime's MLAS; that gap was most of why ONNX Runtime's fp32 export beat our fp32
+(BENCHMARKS.md, "Second round: fp32 and int8 GEMMs on oneDNN"). Which library wins is the
+CPU's business, so `auto` times both on the model's own largest layer at load (256 rows, 6
+calls each: milliseconds for demo-ctc, some 0.1-0.5 s for a large model by its FLOPs, not
+measured) and keeps MKL unless oneDNN is clearly faster.
 
 The weights are reordered once into oneDNN's blocked layout (`_reorder_linear_weight`, what
 torch.compile's CPU backend does) and the fp32 originals are dropped, so memory stays the same.
