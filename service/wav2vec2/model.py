@@ -66,22 +66,17 @@ class ConvLayer(nn.Module):
         return self.activation(x)
 
     def _conv_in_pieces(self, x: Tensor) -> Tensor:
-        """The conv over at most CONV_PIECE output frames at a time. On CPU a 10 s clip's
-        second conv (512 x 32,000 in) ran at 72-79 GFLOP/s whole and 85-92 in pieces whose
-        input stays in cache, with the same sums (max difference 0.0); a transposed input (a
-        layer-norm front end's) ran at 55, so it is made contiguous first."""
-        x = x.contiguous()
-        if not isinstance(self.conv, nn.Conv1d):  # int8's WindowLinear gathers its own windows
-            return self.conv(x)
-        k, s = self.conv.kernel_size[0], self.conv.stride[0]
+        """The conv on a contiguous input, on CPU at most CONV_PIECE output frames a call: the
+        same sums, faster while a piece's input stays in cache (BENCHMARKS.md, second round)."""
+        x, conv = x.contiguous(), self.conv
+        if not isinstance(conv, nn.Conv1d) or x.device.type != "cpu":  # int8: WindowLinear
+            return conv(x)
+        k, s = conv.kernel_size[0], conv.stride[0]
         frames = (x.shape[-1] - k) // s + 1
-        if frames <= CONV_PIECE or x.device.type != "cpu":
-            return self.conv(x)
-        pieces = [
-            self.conv(x[..., a * s : (min(a + CONV_PIECE, frames) - 1) * s + k])
-            for a in range(0, frames, CONV_PIECE)
-        ]
-        return torch.cat(pieces, dim=-1)
+        ends = [min(a + CONV_PIECE, frames) for a in range(0, frames, CONV_PIECE)]
+        return torch.cat(
+            [conv(x[..., a * s : (b - 1) * s + k]) for a, b in zip([0, *ends], ends)], -1
+        )
 
 
 class FeatureEncoder(nn.Module):
