@@ -233,3 +233,19 @@ def test_shards_written_during_a_round_join_it(tmp_path):
     first = r.batches.next()  # a new epoch over the grown split
     covered = {int(i) for b in [first, *r.batches.pending] for i in b}
     assert covered == set(range(2 * before))
+
+
+def test_exported_config_holds_only_what_transformers_wav2vec2_config_has():
+    """Our config class also carries the other architectures' fields (rotary base, buckets):
+    a Wav2Vec2 checkpoint's config.json must not name them."""
+    transformers = pytest.importorskip("transformers")
+    from service.wav2vec2.config import Wav2Vec2Config
+    from training.export import hf_config
+
+    written = hf_config(Wav2Vec2Config.from_dict(train.model_config(64).to_dict()))
+    assert set(written) <= set(transformers.Wav2Vec2Config().to_dict()) | {"id2label", "label2id"}
+    for name in ("demo-ctc", "demo-commands", "demo-speakers", "demo-vad"):
+        shipped = json.loads(
+            (Path(service.__file__).parent / "models" / name / "config.json").read_text()
+        )
+        assert "rotary_embedding_base" not in shipped and "num_buckets" not in shipped, name

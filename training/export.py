@@ -31,10 +31,13 @@ HELDOUT_NAMES = {
 
 
 def hf_config(config: Wav2Vec2Config) -> dict[str, Any]:
-    """config.json: every field transformers' Wav2Vec2Config has, ours written over them."""
+    """config.json: every field transformers' Wav2Vec2Config has, ours written over them
+    (not the other architectures' fields our config class also carries: a Wav2Vec2 has no
+    rotary base or bucket count)."""
     import transformers
 
-    ours = config.to_dict()
+    known = set(transformers.Wav2Vec2Config().to_dict()) | set(config.extra)
+    ours = {k: v for k, v in config.to_dict().items() if k in known}
     full = transformers.Wav2Vec2Config(
         **{k: v for k, v in ours.items() if k not in ("id2label", "label2id")}
     ).to_dict()
