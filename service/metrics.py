@@ -120,5 +120,5 @@ class BatchMetrics(BatchObserver):
         INFERENCE_DURATION.labels(self.model).observe(seconds)
         if error is None:
             self.throughput.observe(self._batch_cost / self.rate, seconds)
-        if error is not None:
+        else:
             BATCH_FAILURES.labels(self.model, type(error).__name__).inc()

@@ -66,11 +66,12 @@ class ConvLayer(nn.Module):
         return self.activation(x)
 
     def _conv_in_pieces(self, x: Tensor) -> Tensor:
-        """The conv on a contiguous input, on CPU at most CONV_PIECE output frames a call: the
+        """On CPU, the conv on a contiguous input at most CONV_PIECE output frames a call: the
         same sums, faster while a piece's input stays in cache (BENCHMARKS.md, second round)."""
-        x, conv = x.contiguous(), self.conv
+        conv = self.conv
         if not isinstance(conv, nn.Conv1d) or x.device.type != "cpu":  # int8: WindowLinear
-            return conv(x)
+            return conv(x)  # (the GPU path as before: not measured there)
+        x = x.contiguous()
         k, s = conv.kernel_size[0], conv.stride[0]
         frames = (x.shape[-1] - k) // s + 1
         ends = [min(a + CONV_PIECE, frames) for a in range(0, frames, CONV_PIECE)]
