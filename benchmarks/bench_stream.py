@@ -87,7 +87,7 @@ async def streamed(
     )
     spent = 0.0
 
-    async def infer(window: np.ndarray) -> np.ndarray:
+    async def infer(window: np.ndarray, start: int) -> np.ndarray:
         nonlocal spent
         t = time.perf_counter()
         logits = loaded.forward([window])[0]

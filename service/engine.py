@@ -21,6 +21,7 @@ from service.decoding import BEAM, beam_options, decoder_kind
 from service.lm import Decoder, beam_transcript
 from service.schemas import Options, Prediction, Word
 from service.wav2vec2.loading import LoadedModel
+from service.wav2vec2.resume import Resume
 from service.wav2vec2.tokenizer import CTCTokenizer
 
 # Tasks whose output is per frame: long audio is stitched from overlapping windows (as
@@ -32,10 +33,12 @@ DEFAULT_OPTIONS = Options()
 @dataclass(frozen=True)
 class Clip:
     """What the batcher queues: a window's samples and the language whose adapters it runs
-    through (None: the model's default, or a model without languages)."""
+    through (None: the model's default, or a model without languages); a stream's window may
+    reuse its stream's front-end frames (wav2vec2/resume.py)."""
 
     samples: np.ndarray
     language: str | None = None
+    resume: Resume | None = None  # a stream window's start and its stream's front-end cache
 
 
 @dataclass(frozen=True)
@@ -81,14 +84,19 @@ class Engine:
         return self.loaded.min_samples
 
     def run_batch(
-        self, clips: list[np.ndarray], languages: Sequence[str | None] = ()
+        self,
+        clips: list[np.ndarray],
+        languages: Sequence[str | None] = (),
+        resume: Sequence[Resume | None] = (),
     ) -> list[np.ndarray]:
         """The model package's batch forward (LoadedModel.forward), languages mixed freely."""
-        return self.loaded.forward(clips, languages)
+        return self.loaded.forward(clips, languages, resume)
 
     def run_clips(self, clips: list[Clip]) -> list[np.ndarray]:
         """What the batcher calls."""
-        return self.run_batch([c.samples for c in clips], [c.language for c in clips])
+        return self.run_batch(
+            [c.samples for c in clips], [c.language for c in clips], [c.resume for c in clips]
+        )
 
     @property
     def languages(self) -> list[str]:

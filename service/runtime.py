@@ -33,6 +33,7 @@ from service.schemas import ModelCard, Options, Prediction
 from service.settings import Settings
 from service.streaming import LiveStream, Stream, windowing_for
 from service.wav2vec2.loading import LoadedModel
+from service.wav2vec2.resume import FrontEndCache
 from service.wav2vec2.tokenizer import Decoded
 
 log = logging.getLogger(__name__)
@@ -363,10 +364,11 @@ class ServedModel:
             parallel=s.stream_parallel_windows,
         )
         pcm = PcmDecoder(encoding, sample_rate, self.sampling_rate)
+        cache = FrontEndCache() if self._loaded.front_end_reusable else None
 
-        async def infer(window: np.ndarray) -> np.ndarray:
+        async def infer(window: np.ndarray, start: int) -> np.ndarray:
             return await self._batcher.submit(
-                Clip(window, language),
+                Clip(window, language, None if cache is None else (start, cache)),
                 len(window),
                 priority=STREAM_PRIORITY,
                 timeout=s.request_timeout,

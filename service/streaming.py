@@ -39,7 +39,8 @@ from service.wav2vec2.tokenizer import CTCTokenizer, Decoded
 if TYPE_CHECKING:
     from service.wav2vec2.loading import LoadedModel
 
-Infer = Callable[[np.ndarray], Awaitable[np.ndarray]]  # (samples,) -> (frames, vocab) logits
+# (window samples, the stream sample they start at) -> (frames, vocab) logits
+Infer = Callable[[np.ndarray, int], Awaitable[np.ndarray]]
 DecodeFinal = Callable[[np.ndarray], Awaitable[Decoded]]  # a segment's (frames, vocab) logits
 Message = Partial | Final
 
@@ -225,7 +226,7 @@ class Stream:
             self._parts = []
         a = max(0, first - self.w.left, self._base // self.w.step)
         lo = a * self.w.step - self._base
-        return a, await self.infer(self._audio[lo : end - self._base])
+        return a, await self.infer(self._audio[lo : end - self._base], a * self.w.step)
 
     def _commit(self, logits: np.ndarray, a: int, first: int, end: int) -> list[_Closed]:
         ids = logits.argmax(axis=-1)

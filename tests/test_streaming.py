@@ -60,7 +60,8 @@ def windowing(**kw: int) -> Windowing:
 
 
 def make_stream(w: Windowing, calls: list[int] | None = None, **kw) -> Stream:
-    async def infer(x: np.ndarray) -> np.ndarray:
+    async def infer(x: np.ndarray, start: int) -> np.ndarray:
+        assert start % w.step == 0, "windows start on frame boundaries"
         if calls is not None:
             calls.append(len(x))
         await asyncio.sleep(0)
@@ -225,7 +226,7 @@ async def test_cut_short_mid_step_gives_finals_for_every_computed_frame(seed):
     answered = rng.randint(2, 8)
     calls: list[int] = []
 
-    async def infer(window: np.ndarray) -> np.ndarray:
+    async def infer(window: np.ndarray, start: int) -> np.ndarray:
         calls.append(len(window))
         if len(calls) > answered:
             await gate.wait()

@@ -32,6 +32,7 @@ from service.wav2vec2.features import FeatureExtractor
 from service.wav2vec2.heads import Wav2Vec2ForCTC
 from service.wav2vec2.model import AttnAdapterLayer
 from service.wav2vec2.packed import Packed
+from service.wav2vec2.resume import Waveform, model_inputs
 from service.wav2vec2.tokenizer import CTCTokenizer
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ class MultilingualCTC(nn.Module):
             del _routed(layer).adapters[lang]
         del self.lm_heads[lang]
 
-    def forward(self, waveforms: list[Tensor], languages: list[str]) -> list[Tensor]:
+    def forward(self, waveforms: Sequence[Waveform], languages: list[str]) -> list[Tensor]:
         """B clips and each one's language -> each clip's logits (T_i, its vocabulary)."""
         # Stable sort: a language's clips, hence its frames, lie side by side.
         order = sorted(range(len(waveforms)), key=lambda i: languages[i])
@@ -265,8 +266,7 @@ class Languages:
         """As Head.infer, each clip through its language's adapters and head (None: default)."""
         chosen = [lang or self.default for lang in languages]
         self.make_resident(list(dict.fromkeys(chosen)))
-        p = next(self.model.parameters())
-        inputs = [torch.from_numpy(features(c)).to(p.device, p.dtype) for c in clips]
+        inputs = model_inputs(clips, features, next(self.model.parameters()))
         with torch.inference_mode():
             out = self.model(inputs, chosen)
         return [x.float().cpu().numpy() for x in out]

@@ -8,6 +8,8 @@ HubertForCTC, so HubertForCTC's keys load into Wav2Vec2ForCTC(config) as they ar
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,6 +20,7 @@ from service.wav2vec2.conformer import conformer_layer
 from service.wav2vec2.features import FeatureExtractor
 from service.wav2vec2.model import LayerFactory, Wav2Vec2Model, transformer_layer
 from service.wav2vec2.packed import Packed
+from service.wav2vec2.resume import Resume, Waveform, model_inputs
 from service.wav2vec2.wavlm import wavlm_layer
 
 # The encoder layer each family builds (family.encoder_layer).
@@ -49,7 +52,7 @@ class Head(nn.Module):
         assert isinstance(module, Wav2Vec2Model)
         return module
 
-    def hidden(self, waveforms: list[Tensor]) -> Packed:
+    def hidden(self, waveforms: Sequence[Waveform]) -> Packed:
         """Last hidden state, or the softmax-weighted sum of all layers, Packed (N, D)."""
         out, states = self.backbone(waveforms, keep_hidden_states=self.weighted)
         if not self.weighted:
@@ -58,12 +61,17 @@ class Head(nn.Module):
         mixed = (torch.stack(states) * weights[:, None, None]).sum(dim=0)
         return out.with_data(mixed)
 
-    def infer(self, clips: list[np.ndarray], features: FeatureExtractor) -> list[np.ndarray]:
+    def infer(
+        self,
+        clips: list[np.ndarray],
+        features: FeatureExtractor,
+        resume: Sequence[Resume | None] = (),
+    ) -> list[np.ndarray]:
         """Raw clips (T_i,) -> this head's output per clip as float32 numpy: (frames_i, C) for
         per-frame heads, (C,) for pooled ones. Each clip is normalised over itself and moved to
-        the weights' device and dtype; all run in one padding-free forward pass."""
-        p = next(self.parameters())
-        inputs = [torch.from_numpy(features(c)).to(p.device, p.dtype) for c in clips]
+        the weights' device and dtype; all run in one padding-free forward pass. A clip with a
+        Resume is a stream window that reuses its stream's front-end frames (resume.py)."""
+        inputs = model_inputs(clips, features, next(self.parameters()), resume)
         with torch.inference_mode():
             out = self(inputs)
         parts = out.split() if isinstance(out, Packed) else list(out)
@@ -76,7 +84,7 @@ class Wav2Vec2ForCTC(Head):
         assert config.vocab_size is not None
         self.lm_head = nn.Linear(config.head_hidden_size, config.vocab_size)
 
-    def forward(self, waveforms: list[Tensor]) -> Packed:
+    def forward(self, waveforms: Sequence[Waveform]) -> Packed:
         """-> logits, Packed (N, vocab)."""
         h = self.hidden(waveforms)
         return h.with_data(self.lm_head(h.data))
@@ -88,7 +96,7 @@ class Wav2Vec2ForSequenceClassification(Head):
         self.projector = nn.Linear(config.hidden_size, config.classifier_proj_size)
         self.classifier = nn.Linear(config.classifier_proj_size, config.num_labels)
 
-    def forward(self, waveforms: list[Tensor]) -> Tensor:
+    def forward(self, waveforms: Sequence[Waveform]) -> Tensor:
         """-> logits (B, num_labels), from the mean of each clip's projected frames."""
         h = self.hidden(waveforms)
         pooled = torch.stack(
@@ -102,7 +110,7 @@ class Wav2Vec2ForAudioFrameClassification(Head):
         super().__init__(config)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
 
-    def forward(self, waveforms: list[Tensor]) -> Packed:
+    def forward(self, waveforms: Sequence[Waveform]) -> Packed:
         """-> logits, Packed (N, num_labels)."""
         h = self.hidden(waveforms)
         return h.with_data(self.classifier(h.data))
@@ -143,7 +151,7 @@ class Wav2Vec2ForXVector(Head):
         self.classifier = nn.Linear(config.xvector_output_dim, config.xvector_output_dim)
         self.objective = AMSoftmaxLoss(config.xvector_output_dim, config.num_labels)
 
-    def forward(self, waveforms: list[Tensor]) -> Tensor:
+    def forward(self, waveforms: Sequence[Waveform]) -> Tensor:
         """-> speaker embeddings (B, xvector_output_dim), statistics-pooled per clip."""
         h = self.hidden(waveforms)
         stats = []
@@ -158,7 +166,7 @@ class Wav2Vec2ForXVector(Head):
 class Wav2Vec2ForEmbedding(Head):
     """A bare Wav2Vec2Model served for embeddings: the mean of each clip's last hidden state."""
 
-    def forward(self, waveforms: list[Tensor]) -> Tensor:
+    def forward(self, waveforms: Sequence[Waveform]) -> Tensor:
         return torch.stack([x.mean(dim=0) for x in self.hidden(waveforms).split()])
 
 

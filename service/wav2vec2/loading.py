@@ -26,6 +26,7 @@ from service.wav2vec2.heads import Head, Wav2Vec2ForCTC, build
 from service.wav2vec2.onednn import use_onednn
 from service.wav2vec2.quantize import available as int8_available
 from service.wav2vec2.quantize import quantize_int8
+from service.wav2vec2.resume import Resume
 from service.wav2vec2.tokenizer import CTCTokenizer
 
 log = logging.getLogger(__name__)
@@ -85,15 +86,30 @@ class LoadedModel:
     def min_samples(self) -> int:
         return self.config.min_samples()
 
+    @property
+    def front_end_reusable(self) -> bool:
+        """Whether a stream's windows can share front-end frames (resume.py): a local front
+        end, no per-clip normalisation of the samples, no per-call int8 scale, no adapters."""
+        return (
+            self.model.backbone.feature_extractor.local
+            and not self.features.do_normalize
+            and not self.int8
+            and self.languages is None
+        )
+
     def forward(
-        self, clips: list[np.ndarray], languages: Sequence[str | None] = ()
+        self,
+        clips: list[np.ndarray],
+        languages: Sequence[str | None] = (),
+        resume: Sequence[Resume | None] = (),
     ) -> list[np.ndarray]:
         """The batch forward (Head.infer with this checkpoint's feature extractor): clips
         (T_i,) float32 -> one float32 numpy output per clip, independent of the batch; with
-        language adapters, each clip in its language (None or none given: the default)."""
+        language adapters, each clip in its language (None or none given: the default). A
+        clip with a Resume (only where front_end_reusable) is a stream window."""
         if self.languages is not None:
             return self.languages.infer(clips, self.features, languages or [None] * len(clips))
-        return self.model.infer(clips, self.features)
+        return self.model.infer(clips, self.features, resume)
 
 
 def resolve(source: str) -> Path:

@@ -14,7 +14,7 @@ spent on padding, which is most of a mixed-length batch's cost in transformers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,97 +23,9 @@ from torch import Tensor, nn
 from service.wav2vec2.activations import activation
 from service.wav2vec2.attention import AttentionFn, biased_per_clip, select
 from service.wav2vec2.config import Wav2Vec2Config
+from service.wav2vec2.frontend import FeatureEncoder, FeatureProjection
 from service.wav2vec2.packed import Frames, Packed
-
-CONV_PIECE = 1024  # output frames per front-end conv call on CPU (ConvLayer._conv_in_pieces)
-
-
-class ConvLayer(nn.Module):
-    """One front-end conv, with the checkpoint's norm: "layer", "group" (first only) or none."""
-
-    def __init__(self, config: Wav2Vec2Config, i: int) -> None:
-        super().__init__()
-        in_dim = config.conv_dim[i - 1] if i > 0 else 1
-        out_dim = config.conv_dim[i]
-        self.conv = nn.Conv1d(
-            in_dim, out_dim, config.conv_kernel[i], config.conv_stride[i], bias=config.conv_bias
-        )
-        self.norm = (
-            config.feat_extract_norm if (config.feat_extract_norm == "layer" or i == 0) else ""
-        )
-        if self.norm == "layer":
-            self.layer_norm: nn.Module = nn.LayerNorm(out_dim, elementwise_affine=True)
-        elif self.norm == "group":
-            # num_groups == channels: each channel normalised over time, i.e. over this clip.
-            self.layer_norm = nn.GroupNorm(out_dim, out_dim, affine=True)
-        self.activation = activation(config.feat_extract_activation)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.conv.in_channels == 1:
-            # The raw-audio conv as one GEMM over strided windows: same sums, ~1.5x faster on
-            # CPU than oneDNN's single-input-channel convolution (the 10 s clip's largest op).
-            k, s = self.conv.kernel_size[0], self.conv.stride[0]
-            cols = x[:, 0].unfold(-1, k, s)  # (B, T', k), a view
-            x = self.conv.weight[:, 0] @ cols.transpose(1, 2)  # (B, C, T')
-            if self.conv.bias is not None:
-                x = x + self.conv.bias[:, None]
-        else:
-            x = self._conv_in_pieces(x)  # (B, C, T); B clips of one length
-        if self.norm == "layer":
-            x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
-        elif self.norm == "group":
-            x = self.layer_norm(x)
-        return self.activation(x)
-
-    def _conv_in_pieces(self, x: Tensor) -> Tensor:
-        """On CPU, the conv on a contiguous input at most CONV_PIECE output frames a call: the
-        same sums, faster while a piece's input stays in cache (BENCHMARKS.md, second round)."""
-        conv = self.conv
-        if not isinstance(conv, nn.Conv1d) or x.device.type != "cpu":  # int8: WindowLinear
-            return conv(x)  # (the GPU path as before: not measured there)
-        x = x.contiguous()
-        k, s = conv.kernel_size[0], conv.stride[0]
-        frames = (x.shape[-1] - k) // s + 1
-        ends = [min(a + CONV_PIECE, frames) for a in range(0, frames, CONV_PIECE)]
-        return torch.cat(
-            [conv(x[..., a * s : (b - 1) * s + k]) for a, b in zip([0, *ends], ends)], -1
-        )
-
-
-class FeatureEncoder(nn.Module):
-    def __init__(self, config: Wav2Vec2Config) -> None:
-        super().__init__()
-        self.conv_layers = nn.ModuleList(ConvLayer(config, i) for i in range(len(config.conv_dim)))
-
-    def forward(self, waveforms: list[Tensor]) -> Packed:
-        """waveforms: B tensors (T_i,) -> Packed (sum of frames, C)."""
-        # Clips of equal length (streaming chunks, warm-up) share one conv call.
-        by_length: dict[int, list[int]] = {}
-        for i, w in enumerate(waveforms):
-            by_length.setdefault(w.shape[-1], []).append(i)
-        outputs: list[Tensor] = [torch.empty(0)] * len(waveforms)
-        for indices in by_length.values():
-            x = torch.stack([waveforms[i] for i in indices])[:, None]  # (b, 1, T)
-            for layer in self.conv_layers:
-                x = layer(x)
-            for j, i in enumerate(indices):
-                outputs[i] = x[j].transpose(0, 1)  # (T_i, C)
-        data = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-        return Packed(data, [o.shape[0] for o in outputs])
-
-
-class FeatureProjection(nn.Module):
-    def __init__(self, config: Wav2Vec2Config) -> None:
-        super().__init__()
-        if config.feat_proj_layer_norm:
-            d, eps = config.conv_dim[-1], config.layer_norm_eps
-            self.layer_norm: nn.Module = nn.LayerNorm(d, eps=eps)
-        else:  # HuBERT's feat_proj_layer_norm=False
-            self.layer_norm = nn.Identity()
-        self.projection = nn.Linear(config.conv_dim[-1], config.hidden_size)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.projection(self.layer_norm(x))
+from service.wav2vec2.resume import Waveform
 
 
 def positional_conv(config: Wav2Vec2Config, kernel_size: int) -> nn.Conv1d:
@@ -388,7 +300,7 @@ class Wav2Vec2Model(nn.Module):
         return [m for m in self.modules() if isinstance(m, Attention)]
 
     def forward(
-        self, waveforms: list[Tensor], keep_hidden_states: bool = False
+        self, waveforms: Sequence[Waveform], keep_hidden_states: bool = False
     ) -> tuple[Packed, list[Tensor]]:
         """waveforms: B normalised clips (T_i,) -> last hidden state, Packed (N, D')."""
         feats = self.feature_extractor(waveforms)  # (N, C)

@@ -23,7 +23,8 @@ import time
 import torch
 from torch import Tensor, nn
 
-from service.wav2vec2.model import Attention, FeatureProjection, FeedForward
+from service.wav2vec2.frontend import FeatureProjection
+from service.wav2vec2.model import Attention, FeedForward
 
 log = logging.getLogger(__name__)
 

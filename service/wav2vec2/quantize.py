@@ -30,8 +30,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from service.wav2vec2.frontend import ConvLayer
 from service.wav2vec2.heads import Head, TDNNLayer
-from service.wav2vec2.model import Attention, ConvLayer
+from service.wav2vec2.model import Attention
 
 
 def available() -> bool:
