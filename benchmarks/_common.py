@@ -55,13 +55,16 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 BATCH_SECONDS = [2.0, 3.7, 5.2, 6.8, 8.4, 10.3, 12.6, 15.0]
 
 
-def save_checkpoint(path: Path, config: str, seed: int = 0, arch: str = "Wav2Vec2") -> Path:
-    """A random <arch>ForCTC of the named size, written with save_pretrained (+ vocab)."""
+def save_checkpoint(
+    path: Path, config: str, seed: int = 0, arch: str = "Wav2Vec2", **overrides
+) -> Path:
+    """A random <arch>ForCTC of the named size (and config overrides), written with
+    save_pretrained (+ vocab)."""
     import transformers
 
     torch.manual_seed(seed)
     cfg = getattr(transformers, arch + "Config")(
-        **CONFIGS[config], vocab_size=len(VOCAB), architectures=[arch + "ForCTC"]
+        **(CONFIGS[config] | overrides), vocab_size=len(VOCAB), architectures=[arch + "ForCTC"]
     )
     getattr(transformers, arch + "ForCTC")(cfg).eval().save_pretrained(path)
     (path / "vocab.json").write_text(json.dumps(VOCAB))

@@ -114,3 +114,17 @@ def test_run_all_cuda_includes_rtfx():
     script = (ROOT / "benchmarks" / "run_all.sh").read_text()
     cuda = script.split('if [ "$DEVICE" = cuda ]; then')[1].split("else")[0]
     assert "benchmarks/bench_rtfx.py --device cuda" in cuda
+
+
+@pytest.mark.slow
+def test_bench_stream_reuse_smoke(tmp_path):
+    """Streams with and without front-end reuse on a tiny layer-norm model: same finals,
+    less compute (the front end is most of a tiny model's forward)."""
+    from benchmarks import bench_stream_reuse
+
+    out = tmp_path / "reuse"
+    argv = ["--config", "tiny", "--seconds", "12", "--repeats", "1", "--skip-demo"]
+    assert bench_stream_reuse.main([*argv, "--out", str(out)]) == 0
+    (row,) = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert row["finals_equal"] and row["rtf_reuse"] < row["rtf_full"]
+    assert "| random tiny |" in out.with_suffix(".md").read_text()
