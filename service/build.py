@@ -27,6 +27,7 @@ def build_model(
         device=settings.device,
         dtype=settings.dtype,
         attention=settings.attention,
+        linear=settings.linear,
         languages=settings.languages,
         language_memory_mb=settings.language_memory_mb,
     )
@@ -38,13 +39,14 @@ def build_model(
     if warmup:
         served.warmup()
     log.info(
-        "loaded %s (%s) from %s on %s/%s, attention %s, decoder %s",
+        "loaded %s (%s) from %s on %s/%s, attention %s, linear %s, decoder %s",
         name,
         served.task,
         source,
         loaded.device,
         loaded.dtype_name,
         served.attention,
+        "onednn" if loaded.onednn else "torch",
         served.card().decoder,
     )
     return served

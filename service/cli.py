@@ -25,6 +25,7 @@ PREDICT_SETTINGS = [
     "device",
     "dtype",
     "attention",
+    "linear",
     "languages",
     "language_memory_mb",
     "lid_model",

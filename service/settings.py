@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     # int8: dynamic int8 weights on CPU (wav2vec2/quantize.py); auto never picks it
     dtype: Literal["auto", "float32", "float16", "bfloat16", "int8"] = "auto"
     attention: Literal["auto", "eager", "sdpa", "flash"] = "auto"
+    # fp32 linear layers on the CPU through oneDNN or MKL (wav2vec2/onednn.py); auto times
+    # both at load, so two starts may differ in the last bits: pin one for reproducible runs.
+    linear: Literal["auto", "onednn", "mkl"] = "auto"
     # MMS checkpoints (adapter.<lang>.safetensors beside the weights): the languages kept
     # resident, every one the checkpoint has when empty; a code it lacks fails its load.
     languages: Annotated[list[str], NoDecode] = Field(default_factory=list)

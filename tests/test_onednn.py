@@ -88,3 +88,19 @@ def test_int8_quantises_a_rotary_conformer(checkpoints):
     clip = [speech_like(1.2, seed=3)]
     a, b = fp32.forward(clip)[0], int8.forward(clip)[0]
     assert np.abs(a - b).max() < 0.2 * np.abs(a).max()
+
+
+def test_the_linear_setting_pins_the_gemm_library(checkpoints, monkeypatch):
+    """--linear / W2V_LINEAR reaches load_model: no timing decides when it is pinned."""
+    from service.build import build_model
+    from service.settings import Settings
+
+    timed = []
+    monkeypatch.setattr("service.wav2vec2.onednn._faster_on_onednn", lambda m: timed.append(m))
+    path = str(checkpoints("ctc-group"))
+    for linear, expected in (("onednn", True), ("mkl", False)):
+        settings = Settings(linear=linear, device="cpu")
+        assert build_model(settings, "m", path, warmup=False)._loaded.onednn is expected
+    assert not timed
+    monkeypatch.setenv("W2V_LINEAR", "mkl")
+    assert Settings().linear == "mkl"
