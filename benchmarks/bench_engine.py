@@ -61,6 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="short clips, 1 repeat (CI)")
     p.add_argument("--memory", action="store_true", help="peak memory per side, fresh process")
     p.add_argument("--reference-fp32", action="store_true", help="also time our engine in float32")
+    p.add_argument(
+        "--ours-dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="our engine's dtype, when not --dtype (auto: what a default server picks; "
+        "defaults against transformers' --dtype)",
+    )
     p.add_argument("--out", type=Path, help="report path; writes both .json and .md")
     p.add_argument("--memory-child", choices=SIDES, help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
@@ -209,8 +215,11 @@ def run(args: argparse.Namespace) -> dict:
     report["environment"] = environment(args)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = save_checkpoint(Path(tmp) / args.config, args.config, arch=args.arch)
-        run_ours, kind = ours(checkpoint, args.device, args.dtype, args.attention)
+        run_ours, kind = ours(
+            checkpoint, args.device, args.ours_dtype or args.dtype, args.attention
+        )
         runners = {"ours": run_ours}
+        report["ours_dtype"] = args.ours_dtype or args.dtype
         report["attention"] = {
             "ours": kind,
             "transformers": transformers_attention(args.arch, args.attention),
@@ -243,7 +252,7 @@ def markdown(report: dict) -> str:
     hw = env.get("gpu") or f"{env['cpu']} ({env['cores']} cores, {env['threads']} threads)"
     lines = [
         f"Engine vs transformers: {report.get('arch', 'Wav2Vec2')}ForCTC, "
-        f"`{report['config']}` config, {report['dtype']} on "
+        f"`{report['config']}` config, {report['dtype']} (ours: {report.get('ours_dtype')}) on "
         f"{report['device']}, attention ours={report['attention']['ours']} / "
         f"transformers={report['attention']['transformers']}",
         "",

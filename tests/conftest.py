@@ -15,6 +15,17 @@ from tests.checkpoints import make_checkpoint
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+# The suite checks float32 numerics (against transformers, against expected transcripts), but
+# `--dtype auto` picks bfloat16 on a CPU with AVX512-BF16 or AMX (loading.pick_dtype). Servers
+# and CLIs the tests start read W2V_DTYPE; in-process loads get the fixture below. The auto
+# choice itself is tested in test_dtype_auto.py, which undoes both.
+os.environ.setdefault("W2V_DTYPE", "float32")
+
+
+@pytest.fixture(autouse=True)
+def float32_auto(monkeypatch):
+    monkeypatch.setattr("service.wav2vec2.loading.cpu_has_native_bf16", lambda: False)
+
 
 def require_tool(name: str) -> str:
     """The path of a command-line tool; a missing tool skips locally and fails in CI."""

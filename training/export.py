@@ -22,6 +22,11 @@ from torch import nn
 from service.wav2vec2.config import Wav2Vec2Config
 from training.text import VOCAB
 
+# The card's CPU dtype lines (training/int8_check.py): dtype -> what it computes.
+CPU_DTYPE_CHECKS = {
+    "int8": "dynamic int8 weights, service/wav2vec2/quantize.py",
+    "bfloat16": "bf16 weights and activations, on a CPU with AVX512-BF16 or AMX",
+}
 MODEL_DIR = Path(__file__).parents[1] / "service" / "models" / "demo-ctc"
 HELDOUT_NAMES = {
     "natural": "new template sentences, seen voices",
@@ -179,15 +184,16 @@ def model_card(h: dict[str, Any]) -> str:
             f"(fp32) vs {_pct(c['fp16_cer'])} (fp16), {c['changed']} of {c['n']} "
             "transcripts changed.",
         ]
-    if h.get("int8_check"):
-        c = h["int8_check"]
+    for dtype, what in CPU_DTYPE_CHECKS.items():
+        if not h.get(f"{dtype}_check"):
+            continue
+        c = h[f"{dtype}_check"]
         lines += [
             "",
-            f"`--dtype int8` (dynamic int8 weights, service/wav2vec2/quantize.py) vs fp32 on the "
-            f"held-out sets: mean CER {100 * c['fp32_cer']:.2f}% (fp32) vs "
-            f"{100 * c['int8_cer']:.2f}% (int8), {c['changed']} of {c['n']} transcripts changed "
-            "(greedy). "
-            "Command: `python -m training.int8_check --write`.",
+            f"`--dtype {dtype}` ({what}) vs fp32 on the held-out sets: mean CER "
+            f"{100 * c['fp32_cer']:.2f}% (fp32) vs {100 * c[f'{dtype}_cer']:.2f}% ({dtype}), "
+            f"{c['changed']} of {c['n']} transcripts changed (greedy). "
+            f"Command: `python -m training.int8_check --dtype {dtype} --write`.",
         ]
     if h.get("longform"):
         lines += ["", "## Long recordings with pauses", ""]

@@ -212,15 +212,19 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
         if not int8_available():
             raise ModelError("--dtype int8 needs a torch built with oneDNN (x86 CPU wheels are)")
         return torch.float32
-    if dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if dtype == "bfloat16" and device.type == "cpu" and not _cpu_has_amx():
-        log.warning("bfloat16 on a CPU without AMX is much slower than float32")
+    if dtype == "auto":  # what the device runs fastest at the same accuracy (BENCHMARKS.md)
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    if dtype == "bfloat16" and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("bfloat16 on a CPU without AMX or AVX512-BF16 is much slower than float32")
     return DTYPES[dtype]
 
 
-def _cpu_has_amx() -> bool:
-    return "AMX" in torch.backends.cpu.get_cpu_capability()
+def cpu_has_native_bf16() -> bool:
+    """bf16 dot products in hardware (AMX, or AVX512-BF16 as on Zen 4/5 and Cooper Lake):
+    where bfloat16 runs faster than float32 (BENCHMARKS.md, bf16 on an AVX512-BF16 CPU)."""
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
 
 
 def load_model(

@@ -1,0 +1,64 @@
+"""`--dtype auto`: float16 on CUDA, bfloat16 on a CPU with native bf16 dot products (AVX512-BF16
+or AMX), float32 on other CPUs; int8 only on request.
+
+conftest.py pins the rest of the suite to float32; these tests undo that pin.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from service.build import build_model
+from service.settings import Settings
+from service.wav2vec2 import loading
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "service" / "models" / "demo-ctc"
+DETECTOR = loading.cpu_has_native_bf16  # before conftest's fixture replaces it in each test
+
+
+def cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/cpuinfo")
+def test_the_detector_agrees_with_the_cpu_flags():
+    flags = cpu_flags()
+    native = bool({"avx512_bf16", "amx_bf16"} & flags)
+    assert DETECTOR() == native
+
+
+@pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, torch.float32)])
+def test_auto_on_a_cpu(monkeypatch, native, expected):
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: native)
+    assert loading.pick_dtype("auto", torch.device("cpu")) == expected
+    assert loading.pick_dtype("float32", torch.device("cpu")) == torch.float32  # asked for
+    assert loading.pick_dtype("int8", torch.device("cpu")) == torch.float32  # fp32 around int8
+
+
+def test_auto_on_cuda_is_float16():
+    assert loading.pick_dtype("auto", torch.device("cuda")) == torch.float16
+
+
+def test_the_default_server_on_a_bf16_cpu_serves_bf16_with_the_same_transcripts(monkeypatch):
+    """What a fresh install does on such a CPU: demo-ctc in bf16, the examples transcribed as
+    in float32 (its held-out CER in bf16 is in the model card)."""
+    monkeypatch.delenv("W2V_DTYPE", raising=False)
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: True)
+    auto = build_model(Settings(device="cpu"), "demo-ctc", str(DEMO), warmup=False)
+    assert auto.card().dtype == "bfloat16"
+    fp32 = build_model(Settings(device="cpu", dtype="float32"), "demo-ctc", str(DEMO), warmup=False)
+    for name in ("hello_world", "weather", "quick_brown_fox"):
+        x, rate = sf.read(ROOT / "examples" / f"{name}.wav", dtype="float32")
+        a = auto._engine.predict(np.asarray(x), len(x) / rate)
+        b = fp32._engine.predict(np.asarray(x), len(x) / rate)
+        assert a.text == b.text and a.text
