@@ -115,6 +115,23 @@ def test_a_window_not_in_the_cache_computes_all_its_frames(local):
     assert cache.start == 200
 
 
+@pytest.mark.parametrize("local", LOCAL[:1], indirect=True)
+def test_a_window_shorter_than_the_cache_takes_only_its_frames(local):
+    """Windows of one stream may run out of order (a round's windows share the queue): a
+    window inside what the cache holds gets exactly its own frames."""
+    loaded = load_model(str(local), device="cpu", dtype="float32")
+    step = loaded.config.samples_per_frame
+    x = speech_like(8.0, seed=4)
+    cache = FrontEndCache()
+    loaded.forward([x], resume=[(0, cache)])  # the cache now holds all 8 s
+    start = 50 * step
+    for end in (start + 16000, start + 16000 + 7 * step):
+        (inside,) = loaded.forward([x[start:end]], resume=[(start, cache)])
+        (alone,) = loaded.forward([x[start:end]])
+        assert inside.shape == alone.shape
+        np.testing.assert_allclose(inside, alone, rtol=0, atol=1e-4 * np.abs(alone).max())
+
+
 def test_only_local_unnormalised_float_front_ends_reuse(checkpoints, tmp_path):
     import shutil
 

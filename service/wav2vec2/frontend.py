@@ -87,7 +87,7 @@ class FeatureEncoder(nn.Module):
     def forward(self, waveforms: Sequence[Waveform]) -> Packed:
         """waveforms: B tensors (T_i,) -> Packed (sum of frames, C); a StreamWindow computes
         only the frames its stream's cache lacks."""
-        split = [split_known(w, self.step) for w in waveforms]
+        split = [split_known(w, self.step, self.receptive) for w in waveforms]
         # Clips of equal length (streaming chunks, warm-up) share one conv call.
         by_length: dict[int, list[int]] = {}
         for i, (known, todo) in enumerate(split):

@@ -60,14 +60,16 @@ class StreamWindow:
 Waveform = Tensor | StreamWindow  # what the model takes per clip
 
 
-def split_known(w: Waveform, step: int) -> tuple[Tensor | None, Tensor]:
+def split_known(w: Waveform, step: int, receptive: int) -> tuple[Tensor | None, Tensor]:
     """(the cached frames a window starts with, or None; the samples left to compute), for a
-    front end of `step` samples per frame."""
+    front end of `step` samples per frame and `receptive` samples per frame's field."""
     if not isinstance(w, StreamWindow):
         return None, w
     known = w.cache.from_frame(w.start // step)
     if known is None:
         return None, w.samples
+    # The cache may reach past this window (a longer window of the stream ran first).
+    known = known[: max(0, (len(w.samples) - receptive) // step + 1)]
     return known, w.samples[len(known) * step :]
 
 
