@@ -39,7 +39,7 @@ def build_model(
     if warmup:
         served.warmup()
     log.info(
-        "loaded %s (%s) from %s on %s/%s, attention %s, linear %s, decoder %s",
+        "loaded %s (%s) from %s on %s/%s, attention %s, linear %s, decoder %s, windows %g/%g s",
         name,
         served.task,
         source,
@@ -48,6 +48,7 @@ def build_model(
         served.attention,
         "onednn" if loaded.onednn else "torch",
         served.card().decoder,
+        *served.windows,
     )
     return served
 

@@ -64,9 +64,10 @@ class ServedModel:
         self.sampling_rate = loaded.sampling_rate
         self.min_samples = loaded.min_samples
         self.verify_threshold = loaded.verify_threshold()
-        self._engine = Engine(
-            loaded, settings.chunk_seconds, settings.stride_seconds, decoder, language_decoders
-        )
+        chunk, stride = settings.chunk_seconds, settings.stride_seconds
+        if not {"chunk_seconds", "stride_seconds"} & settings.model_fields_set:
+            chunk, stride = loaded.window_seconds() or (chunk, stride)  # the checkpoint's, if any
+        self._engine = Engine(loaded, chunk, stride, decoder, language_decoders)
         self._decoding = DecodePool(settings.beam_workers, f"decode-{self.name}")
         # Measured per batch; admission turns queued audio into an expected wait with it.
         self.throughput = Throughput()
@@ -95,6 +96,11 @@ class ServedModel:
     def attention(self) -> str:
         """The attention kernel the model runs (eager, sdpa, flash)."""
         return str(self._loaded.model.backbone.attention_kind)
+
+    @property
+    def windows(self) -> tuple[float, float]:
+        """Long audio's window and the context kept each side of it, in seconds."""
+        return self._engine.chunk / self.sampling_rate, self._engine.stride / self.sampling_rate
 
     def card(self) -> ModelCard:
         loaded = self._loaded

@@ -188,3 +188,28 @@ def test_a_verify_threshold_outside_the_cosine_range_is_an_error(ctc, value):
     edit_config(ctc, verify_threshold=value)
     with pytest.raises(ModelError, match="verify_threshold must be a number in"):
         load_model(str(ctc)).verify_threshold()
+
+
+def test_a_checkpoint_may_name_its_long_audio_windows(ctc):
+    """config.json chunk_seconds / stride_seconds: the windows a model trained on short clips
+    wants; an operator's --chunk-seconds or --stride-seconds wins over them."""
+    from service.runtime import ServedModel
+    from service.settings import Settings
+
+    def windows(settings: Settings) -> tuple[float, float]:
+        return ServedModel(load_model(str(ctc)), settings).windows
+
+    assert load_model(str(ctc)).window_seconds() is None
+    assert windows(Settings()) == (30.0, 5.0)
+    edit_config(ctc, chunk_seconds=8, stride_seconds=1.5)
+    assert load_model(str(ctc)).window_seconds() == (8.0, 1.5)
+    assert windows(Settings()) == (8.0, 1.5)
+    assert windows(Settings(chunk_seconds=20)) == (20.0, 5.0)  # the operator's choice
+    assert windows(Settings(stride_seconds=2)) == (30.0, 2.0)
+
+
+@pytest.mark.parametrize("chunk, stride", [(True, 1), ("8", 1), (8, 4), (8, -1), (None, 1), (0, 0)])
+def test_bad_long_audio_windows_are_an_error(ctc, chunk, stride):
+    edit_config(ctc, chunk_seconds=chunk, stride_seconds=stride)
+    with pytest.raises(ModelError, match="chunk_seconds and stride_seconds must be numbers"):
+        load_model(str(ctc)).window_seconds()

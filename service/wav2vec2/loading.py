@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 import numpy as np
 import torch
@@ -68,11 +69,25 @@ class LoadedModel:
         """Cosine threshold of /v1/verify: the checkpoint's `verify_threshold` (chosen where it
         was trained, e.g. demo-speakers' equal-error point), else DEFAULT_VERIFY_THRESHOLD."""
         value = self.config.extra.get("verify_threshold", DEFAULT_VERIFY_THRESHOLD)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1 <= value <= 1:
+        if not _is_number(value) or not -1 <= value <= 1:
             raise ModelError(
                 f"{self.name}: config.json verify_threshold must be a number in [-1, 1]"
             )
         return float(value)
+
+    def window_seconds(self) -> tuple[float, float] | None:
+        """The long-audio windows the checkpoint asks for (config.json `chunk_seconds` and
+        `stride_seconds`, e.g. a model trained on short utterances), or None."""
+        extra = self.config.extra
+        if "chunk_seconds" not in extra and "stride_seconds" not in extra:
+            return None
+        chunk, stride = extra.get("chunk_seconds"), extra.get("stride_seconds", 0)
+        if not (_is_number(chunk) and _is_number(stride) and 0 <= 2 * stride < chunk):
+            raise ModelError(
+                f"{self.name}: config.json chunk_seconds and stride_seconds must be numbers "
+                "with 0 <= 2 * stride_seconds < chunk_seconds"
+            )
+        return float(chunk), float(stride)
 
     @property
     def sampling_rate(self) -> int:
@@ -110,6 +125,11 @@ class LoadedModel:
         if self.languages is not None:
             return self.languages.infer(clips, self.features, languages or [None] * len(clips))
         return self.model.infer(clips, self.features, resume)
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    """A JSON number (a bool is not one, though Python says it is an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def resolve(source: str) -> Path:
