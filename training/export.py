@@ -198,11 +198,13 @@ def model_card(h: dict[str, Any]) -> str:
     if h.get("longform"):
         lines += ["", "## Long recordings with pauses", ""]
         for decoder, lf in h["longform"].items():
+            chunk, stride = lf.get("windows_s", (30, 5))  # the service's default windows
             lines.append(
                 f"- {decoder}: {lf['recordings']} recordings of held-out natural sentences joined "
                 f"by {lf['pauses_s'][0]:.1f}-{lf['pauses_s'][1]:.1f} s pauses "
                 f"({lf['sentences']} sentences, {lf['seconds']:.0f} s in all, each >= 60 s), "
-                "transcribed whole through the service's long-audio path: WER "
+                f"transcribed whole through the service's long-audio path ({chunk:g} s windows, "
+                f"{stride:g} s of context kept each side): WER "
                 f"{_pct(lf['wer_long'])}, against {_pct(lf['wer_alone'])} for the same sentences "
                 "sent one by one."
             )

@@ -101,6 +101,7 @@ def measure(model_dir: Path, data_dir: Path, count: int, decoder: str = "greedy"
         "pauses_s": [min(pauses_all), max(pauses_all)],
         "wer_long": long_edits / words,
         "wer_alone": alone_edits / words,
+        "windows_s": list(served.windows),  # the checkpoint's, or the service's defaults
     }
 
 
