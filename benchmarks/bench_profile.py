@@ -1,12 +1,12 @@
-"""Where a float32 forward's time goes: each stage's share of time and of FLOPs, and the achieved
-GFLOP/s against this machine's GEMM peak, measured in the same run.
+"""Where a forward's time goes (float32, or --dtype bfloat16): each stage's share of time and of
+FLOPs, and the achieved GFLOP/s against this machine's GEMM peak, measured in the same run.
 
     python benchmarks/bench_profile.py --config base --seconds 10 60 --out results/profile
 
 Stages are timed by torch.profiler ranges opened and closed by module hooks (the model code is
 untouched); FLOPs are counted from the shapes (2 per multiply-add: convolutions, linear layers,
 attention's two products), so elementwise work shows up as time without FLOPs. The GEMM peak is
-the best of a few (2048 x 2048) @ (2048 x 2048) float32 products, timed right before.
+the best of a few (2048 x 2048) @ (2048 x 2048) products in the model's dtype, timed right before.
 """
 
 from __future__ import annotations
@@ -38,13 +38,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, nargs="+", default=[10.0, 60.0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3, help="profiled forwards per clip")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--out", type=Path, help="report path; writes both .json and .md")
     return p.parse_args(argv)
 
 
-def gemm_peak(repeats: int = 5) -> float:
-    """GFLOP/s of the best of `repeats` large float32 matmuls."""
-    a, b = torch.randn(GEMM_N, GEMM_N), torch.randn(GEMM_N, GEMM_N)
+def gemm_peak(repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of the best of `repeats` large matmuls in `dtype`."""
+    a, b = torch.randn(GEMM_N, GEMM_N, dtype=dtype), torch.randn(GEMM_N, GEMM_N, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(repeats):
@@ -191,8 +192,9 @@ def run(args: argparse.Namespace) -> dict:
     }
     with tempfile.TemporaryDirectory() as tmp:
         path = save_checkpoint(Path(tmp) / args.config, args.config)
-        loaded = load_model(str(path), device="cpu", dtype="float32")
-        report["gemm_peak_gflop_per_s"] = gemm_peak()
+        loaded = load_model(str(path), device="cpu", dtype=args.dtype)
+        report["dtype"] = args.dtype
+        report["gemm_peak_gflop_per_s"] = gemm_peak(dtype=loaded.dtype)
         for seconds in args.seconds:
             report["clips"].append(profile_clip(loaded, seconds, args.repeats))
     return report
