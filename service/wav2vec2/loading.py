@@ -244,7 +244,8 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 def cpu_has_native_bf16() -> bool:
     """bf16 dot products in hardware (AMX, or AVX512-BF16 as on Zen 4/5 and Cooper Lake):
     where bfloat16 runs faster than float32 (BENCHMARKS.md, bf16 on an AVX512-BF16 CPU)."""
-    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private: may go away
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def load_model(
