@@ -18,8 +18,8 @@ from training.text import edit_distance
 DEMO = Path(service.__file__).parent / "models" / "demo-ctc"
 EXAMPLES = Path(__file__).parents[1] / "examples"
 SAID = {stem: text.upper() for stem, (text, *_) in examples.EXAMPLES.items()}
-# Greedy misspells a word of every example (round 5: HILLO WORLD, CALL ME BARK, WETHER ...
-# TORDAY, LASY); the LM puts these three right (and, in round 5, LAZY on quick_brown_fox).
+# Greedy misspells a word of every example (round 6: HELLO WORLED, CALL MEBARCAFTER LUNCH,
+# WETHER ... TORDAY, LASY); the LM puts these three right (and LAZY on quick_brown_fox).
 FIXED_BY_THE_LM = ("hello_world", "call_me_back", "weather")
 
 

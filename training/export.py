@@ -209,6 +209,18 @@ def model_card(h: dict[str, Any]) -> str:
                 "sent one by one."
             )
         lines += ["", "Command: `python -m training.longform --write [--decoder beam]`."]
+    if h.get("longform_windows"):
+        # Why config.json names the windows it does: the shapes tried, same recordings.
+        sweep = h["longform_windows"]
+        tried = ", ".join(
+            f"{chunk:g} s / {stride:g} s {_pct(wer)}" for chunk, stride, wer in sweep["wer_long"]
+        )
+        lines += [
+            "",
+            f"Windows tried ({sweep['what']}; window / context each side, WER as long "
+            f"recordings): {tried}. config.json (`chunk_seconds`, `stride_seconds`) names "
+            f"{sweep['chosen']}; the service uses those windows for this model.",
+        ]
     if h.get("decoders"):
         dec = h["decoders"]
         lines += [
