@@ -31,10 +31,34 @@ def cpu_flags() -> set[str]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/cpuinfo")
-def test_the_detector_agrees_with_the_cpu_flags():
+def test_the_detector_agrees_with_the_cpu_flags(monkeypatch):
+    for variable in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(variable, raising=False)
     flags = cpu_flags()
     native = bool({"avx512_bf16", "amx_bf16"} & flags)
-    assert DETECTOR() == native
+    assert DETECTOR() == (native and torch.backends.cpu.get_cpu_capability() == "AVX512")
+
+
+@pytest.mark.parametrize(
+    "capability, variable, cap",
+    [
+        ("AVX2", None, None),  # ATEN_CPU_CAPABILITY=avx2, or a torch without AVX-512 kernels
+        ("AVX512", "ONEDNN_MAX_CPU_ISA", "AVX2"),
+        ("AVX512", "DNNL_MAX_CPU_ISA", "avx512_core_vnni"),
+    ],
+)
+def test_a_process_capped_below_bf16_is_not_native(monkeypatch, capability, variable, cap):
+    """Emulated bf16 is several times slower than float32: auto must not pick it there."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    if variable:
+        monkeypatch.setenv(variable, cap)
+    assert DETECTOR() is False
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.delenv(variable or "ONEDNN_MAX_CPU_ISA", raising=False)
+    assert DETECTOR() is True  # the same CPU uncapped
 
 
 @pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, torch.float32)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -241,9 +242,22 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA, or DNNL_ as it was named) below its bf16 dot products.
+_ONEDNN_CAPS_WITHOUT_BF16 = frozenset(
+    {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+)
+
+
 def cpu_has_native_bf16() -> bool:
-    """bf16 dot products in hardware (AMX, or AVX512-BF16 as on Zen 4/5 and Cooper Lake):
-    where bfloat16 runs faster than float32 (BENCHMARKS.md, bf16 on an AVX512-BF16 CPU)."""
+    """bf16 dot products in hardware (AMX, or AVX512-BF16 as on Zen 4/5 and Cooper Lake) that
+    torch's kernels may use: where bfloat16 runs faster than float32 (BENCHMARKS.md, bf16 on an
+    AVX512-BF16 CPU). A process capped below them (ATEN_CPU_CAPABILITY=avx2, an oneDNN ISA cap)
+    emulates bf16, several times slower than float32, so it does not count."""
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":
+        return False
+    for variable in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        if os.environ.get(variable, "").upper() in _ONEDNN_CAPS_WITHOUT_BF16:
+            return False
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private: may go away
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
