@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from service.wav2vec2.activations import activation
@@ -19,6 +20,7 @@ from service.wav2vec2.packed import Packed
 from service.wav2vec2.resume import Waveform, join_known, split_known
 
 CONV_PIECE = 1024  # output frames per front-end conv call on CPU (ConvLayer._conv_in_pieces)
+FUSE_FROM = 16_000 * 2  # samples: shorter clips' first-layer outputs fit in cache anyway
 
 
 class ConvLayer(nn.Module):
@@ -52,6 +54,10 @@ class ConvLayer(nn.Module):
                 x = x + self.conv.bias[:, None]
         else:
             x = self._conv_in_pieces(x)  # (B, C, T); B clips of one length
+        return self.after_conv(x)
+
+    def after_conv(self, x: Tensor) -> Tensor:
+        """The norm and activation of this layer's conv output x: (B, C, T)."""
         if self.norm == "layer":
             x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
         elif self.norm == "group":
@@ -73,6 +79,49 @@ class ConvLayer(nn.Module):
         )
 
 
+def first_two_in_pieces(first: ConvLayer, second: ConvLayer, x: Tensor) -> Tensor:
+    """The raw-audio conv, its norm and activation, and the second conv, CONV_PIECE output frames
+    of the second at a time: the first layer's output (64 MB for a 10 s clip at 512 channels)
+    never exists whole. Tensors over glibc's 32 MiB mmap ceiling are fresh mappings whose pages
+    fault in on every call: on this project's CPU that made the first layer 4x slower than the
+    same arithmetic in cache (BENCHMARKS.md, "Front end in pieces"). A group norm's per-channel
+    statistics need the whole clip, so they are summed over pieces first (float64 sums; the
+    first conv is a small share of the FLOPs). Returns the second conv's output before its own
+    norm and activation. x: (B, 1, T) float on the CPU."""
+    c0, c1 = first.conv, second.conv
+    k0, s0, k1, s1 = c0.kernel_size[0], c0.stride[0], c1.kernel_size[0], c1.stride[0]
+    frames0 = (x.shape[-1] - k0) // s0 + 1
+    frames1 = (frames0 - k1) // s1 + 1
+
+    def conv0(a: int, b: int) -> Tensor:  # first-layer frames [a, b), before the norm
+        return F.conv1d(x[..., a * s0 : (b - 1) * s0 + k0], c0.weight, c0.bias, s0)
+
+    scale = shift = None
+    if first.norm == "group":
+        total = torch.zeros(x.shape[0], c0.out_channels, dtype=torch.float64)
+        squares = torch.zeros_like(total)
+        for a in range(0, frames0, 4 * CONV_PIECE):
+            y = conv0(a, min(a + 4 * CONV_PIECE, frames0)).double()
+            total += y.sum(-1)
+            squares += y.square().sum(-1)
+        mean = total / frames0
+        var = (squares / frames0 - mean.square()).clamp_min(0)
+        norm = first.layer_norm
+        rstd = (var + norm.eps).rsqrt()
+        scale = (rstd * norm.weight.double()).to(x.dtype)[..., None]  # (B, C, 1)
+        shift = (norm.bias.double() - mean * rstd * norm.weight.double()).to(x.dtype)[..., None]
+    pieces = []
+    for a in range(0, frames1, CONV_PIECE):
+        b = min(a + CONV_PIECE, frames1)
+        y = conv0(a * s1, (b - 1) * s1 + k1)
+        if scale is not None:
+            y = torch.addcmul(shift, y, scale)
+        elif first.norm == "layer":
+            y = first.layer_norm(y.transpose(1, 2)).transpose(1, 2)
+        pieces.append(c1(first.activation(y).contiguous()))
+    return torch.cat(pieces, -1)
+
+
 class FeatureEncoder(nn.Module):
     def __init__(self, config: Wav2Vec2Config) -> None:
         super().__init__()
@@ -83,6 +132,18 @@ class FeatureEncoder(nn.Module):
             self.receptive = (self.receptive - 1) * s + k
         # Every frame from its own samples only (resume.py): no conv normalised over time.
         self.local = all(layer.norm != "group" for layer in self.conv_layers)
+
+    @property
+    def fuse_first_two(self) -> bool:
+        """first_two_in_pieces applies: a raw-audio first conv, an fp32/bf16 second one (int8's
+        takes one activation scale per call, which pieces would change)."""
+        layers = self.conv_layers
+        return (
+            len(layers) > 1
+            and layers[0].conv.in_channels == 1
+            and isinstance(layers[0].conv, nn.Conv1d)
+            and type(layers[1].conv) is nn.Conv1d
+        )
 
     def forward(self, waveforms: Sequence[Waveform]) -> Packed:
         """waveforms: B tensors (T_i,) -> Packed (sum of frames, C); a StreamWindow computes
@@ -96,7 +157,11 @@ class FeatureEncoder(nn.Module):
         new: list[Tensor | None] = [None] * len(waveforms)
         for indices in by_length.values():
             x = torch.stack([split[i][1] for i in indices])[:, None]  # (b, 1, T)
-            for layer in self.conv_layers:
+            layers = list(self.conv_layers)
+            if self.fuse_first_two and x.device.type == "cpu" and x.shape[-1] >= FUSE_FROM:
+                x = layers[1].after_conv(first_two_in_pieces(layers[0], layers[1], x))
+                layers = layers[2:]
+            for layer in layers:
                 x = layer(x)
             for j, i in enumerate(indices):
                 new[i] = x[j].transpose(0, 1)  # (T_i, C)
