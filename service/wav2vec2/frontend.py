@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -96,7 +97,7 @@ def first_two_in_pieces(first: ConvLayer, second: ConvLayer, x: Tensor) -> Tenso
     def conv0(a: int, b: int) -> Tensor:  # first-layer frames [a, b), before the norm
         return F.conv1d(x[..., a * s0 : (b - 1) * s0 + k0], c0.weight, c0.bias, s0)
 
-    scale = shift = None
+    affine: tuple[Tensor, Tensor] | None = None  # a group norm's scale and shift, (B, C, 1)
     if first.norm == "group":
         total = torch.zeros(x.shape[0], c0.out_channels, dtype=torch.float64)
         squares = torch.zeros_like(total)
@@ -107,15 +108,17 @@ def first_two_in_pieces(first: ConvLayer, second: ConvLayer, x: Tensor) -> Tenso
         mean = total / frames0
         var = (squares / frames0 - mean.square()).clamp_min(0)
         norm = first.layer_norm
+        assert isinstance(norm, nn.GroupNorm)
         rstd = (var + norm.eps).rsqrt()
-        scale = (rstd * norm.weight.double()).to(x.dtype)[..., None]  # (B, C, 1)
-        shift = (norm.bias.double() - mean * rstd * norm.weight.double()).to(x.dtype)[..., None]
+        gamma, beta = norm.weight.double(), norm.bias.double()
+        scale, shift = rstd * gamma, beta - mean * rstd * gamma
+        affine = (scale[..., None].to(x.dtype), shift[..., None].to(x.dtype))
     pieces = []
     for a in range(0, frames1, CONV_PIECE):
         b = min(a + CONV_PIECE, frames1)
         y = conv0(a * s1, (b - 1) * s1 + k1)
-        if scale is not None:
-            y = torch.addcmul(shift, y, scale)
+        if affine is not None:
+            y = torch.addcmul(affine[1], y, affine[0])
         elif first.norm == "layer":
             y = first.layer_norm(y.transpose(1, 2)).transpose(1, 2)
         pieces.append(c1(first.activation(y).contiguous()))
@@ -137,13 +140,17 @@ class FeatureEncoder(nn.Module):
     def fuse_first_two(self) -> bool:
         """first_two_in_pieces applies: a raw-audio first conv, an fp32/bf16 second one (int8's
         takes one activation scale per call, which pieces would change)."""
-        layers = self.conv_layers
+        layers = self.layers
         return (
             len(layers) > 1
+            and type(layers[0].conv) is nn.Conv1d
             and layers[0].conv.in_channels == 1
-            and isinstance(layers[0].conv, nn.Conv1d)
             and type(layers[1].conv) is nn.Conv1d
         )
+
+    @property
+    def layers(self) -> list[ConvLayer]:
+        return [cast(ConvLayer, layer) for layer in self.conv_layers]
 
     def forward(self, waveforms: Sequence[Waveform]) -> Packed:
         """waveforms: B tensors (T_i,) -> Packed (sum of frames, C); a StreamWindow computes
@@ -157,7 +164,7 @@ class FeatureEncoder(nn.Module):
         new: list[Tensor | None] = [None] * len(waveforms)
         for indices in by_length.values():
             x = torch.stack([split[i][1] for i in indices])[:, None]  # (b, 1, T)
-            layers = list(self.conv_layers)
+            layers = self.layers
             if self.fuse_first_two and x.device.type == "cpu" and x.shape[-1] >= FUSE_FROM:
                 x = layers[1].after_conv(first_two_in_pieces(layers[0], layers[1], x))
                 layers = layers[2:]
