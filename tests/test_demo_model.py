@@ -4,6 +4,7 @@ and it transcribes espeak-ng speech it was never trained on."""
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 from pathlib import Path
 
@@ -139,3 +140,13 @@ def test_commands_model_recognises_unseen_commands(commands: LoadedModel) -> Non
     with torch.no_grad():
         labels = [commands.config.id2label[int(i)] for i in commands.model(clips).argmax(-1)]
     assert labels == [word for word, *_ in SPOKEN_COMMANDS]
+
+
+@pytest.mark.parametrize("name", ["demo-ctc", "demo-commands", "demo-speakers", "demo-vad"])
+def test_model_records_are_strict_json(name: str) -> None:
+    """training.json is read by tools other than Python's json (jq, browsers): no NaN."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} in {name}/training.json")
+
+    json.loads((MODEL_DIR.parent / name / "training.json").read_text(), parse_constant=refuse)

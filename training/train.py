@@ -317,7 +317,7 @@ class Round:
             "minutes": round(elapsed / 60, 1),
             "steps": self.step,
             "audio_hours": round(self.audio_seconds / 3600, 2),
-            "loss": round(self.loss_ema or float("nan"), 4),
+            "loss": None if self.loss_ema is None else round(self.loss_ema, 4),  # JSON null
             "eval": evals,
         }
         self.entry["curve"].append(point)
