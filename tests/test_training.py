@@ -154,6 +154,16 @@ def test_a_round_from_scratch_trains_evaluates_and_exports(tmp_path):
     exported = load_model(str(run / "export"))  # a complete model directory
     assert exported.config.num_hidden_layers == 4 and exported.tokenizer is not None
 
+    # A warm round scores its starting point before any step: loss null, not a crash.
+    warm = tmp_path / "warm"
+    train.main(
+        ["--init", str(run / "export"), "--data", str(corpus), "--run", str(warm)]
+        + ["--max-steps", "1", "--eval-n", "2", "--final-eval-n", "2", "--dtype", "float32"]
+        + ["--threads", "1", "--batch-seconds", "3"]
+    )
+    rounds = json.loads((warm / "training.json").read_text())["rounds"]
+    assert len(rounds) == 2 and rounds[-1]["curve"][0]["loss"] is None
+
 
 def test_a_joined_recording_is_utterances_speech_between_pauses(tmp_path):
     split = Split.load(tiny_corpus(tmp_path), ["train-00000"])
