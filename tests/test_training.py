@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import service
 from service.wav2vec2.config import Wav2Vec2Config
 from service.wav2vec2.heads import Wav2Vec2ForCTC
 from service.wav2vec2.loading import load_model
 from tests.conftest import require_tool
-from training import data, train
+from training import average, data, train
 from training.corpus import Batches, Split
 from training.forward import transcribe
 from training.sentences import RESERVED
@@ -114,7 +115,7 @@ def tiny_corpus(root: Path, n_train: int = 12, n_heldout: int = 3) -> Path:
 
 
 @pytest.mark.slow
-def test_a_round_from_scratch_trains_evaluates_and_exports(tmp_path):
+def test_a_round_from_scratch_trains_evaluates_and_exports_then_warm_rounds_and_averages(tmp_path):
     corpus, run = tiny_corpus(tmp_path / "data"), tmp_path / "run"
     train.main(
         [
@@ -163,6 +164,24 @@ def test_a_round_from_scratch_trains_evaluates_and_exports(tmp_path):
     )
     rounds = json.loads((warm / "training.json").read_text())["rounds"]
     assert len(rounds) == 2 and rounds[-1]["curve"][0]["loss"] is None
+
+    # The two rounds' mean: fp16 weights averaged, scored, recorded as a third round.
+    soup = tmp_path / "soup"
+    average.main(
+        [str(run / "export"), str(warm / "export"), "--out", str(soup)]
+        + ["--data", str(corpus), "--n", "2"]
+    )
+    a, b, mean = (
+        load_file(str(d / "model.safetensors")) for d in (run / "export", warm / "export", soup)
+    )
+    for k in mean:
+        assert torch.equal(mean[k], ((a[k].float() + b[k].float()) / 2).half())
+    history = json.loads((soup / "training.json").read_text())
+    entry = history["rounds"][-1]
+    assert len(history["rounds"]) == 3 and entry["init"] == "average of rounds 1, 2"
+    assert {k: v["n"] for k, v in entry["eval"].items()} == dict.fromkeys(data.HELDOUT_SETS, 2)
+    assert "Round 3: average of rounds 1, 2" in (soup / "README.md").read_text()
+    assert (soup / "config.json").read_text() == (run / "export" / "config.json").read_text()
 
 
 def test_a_joined_recording_is_utterances_speech_between_pauses(tmp_path):

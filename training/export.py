@@ -298,6 +298,17 @@ def model_card(h: dict[str, Any]) -> str:
             f"| {r.get('audio_hours', 0):.1f} | {speed:.1f} | {r.get('status', '')} |"
         )
     for r in rounds:
+        if r.get("averaged"):  # training/average.py: no steps, scored on the whole sets
+            lines += [
+                "",
+                f"### Round {r['round']}: {r['init']}",
+                "",
+                "A uniform mean of those rounds' weights (`python -m training.average`), no "
+                "training step; scored on the whole held-out sets (greedy):",
+                "",
+                *_eval_table(r["eval"]),
+            ]
+            continue
         lines += [
             "",
             f"### Round {r['round']} learning curve",
