@@ -8,8 +8,8 @@ has not computed yet (resume.py).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import cast
+from collections.abc import Callable, Sequence
+from typing import Protocol, cast
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +19,7 @@ from service.wav2vec2.config import Wav2Vec2Config
 from service.wav2vec2.packed import Packed
 from service.wav2vec2.resume import Waveform, join_known, split_known
 
-CONV_PIECE = 1024  # output frames per front-end conv call on CPU (ConvLayer._conv_in_pieces)
+CONV_PIECE = 1024  # output frames per front-end conv call on CPU (conv_in_pieces)
 FUSE_FROM = 16_000 * 2  # samples: shorter clips' first-layer outputs fit in cache anyway
 
 
@@ -52,8 +52,10 @@ class ConvLayer(nn.Module):
             x = self.conv.weight[:, 0] @ cols.transpose(1, 2)  # (B, C, T')
             if self.conv.bias is not None:
                 x = x + self.conv.bias[:, None]
-        else:
-            x = self._conv_in_pieces(x)  # (B, C, T); B clips of one length
+        elif x.device.type == "cpu":  # (B, C, T); B clips of one length
+            x = conv_in_pieces(self.conv, lambda a, b: x[..., a:b], x.shape[-1])
+        else:  # the GPU path as before: pieces not measured there
+            x = self.conv(x)
         return self.after_conv(x)
 
     def after_conv(self, x: Tensor) -> Tensor:
@@ -64,19 +66,38 @@ class ConvLayer(nn.Module):
             x = self.layer_norm(x)
         return self.activation(x)
 
-    def _conv_in_pieces(self, x: Tensor) -> Tensor:
-        """On CPU, the conv on a contiguous input at most CONV_PIECE output frames a call: the
-        same sums, faster while a piece's input stays in cache (BENCHMARKS.md, second round)."""
-        conv = self.conv
-        if not isinstance(conv, nn.Conv1d) or x.device.type != "cpu":  # int8: WindowLinear
-            return conv(x)  # (the GPU path as before: not measured there)
-        x = x.contiguous()
+
+Source = Callable[[int, int], Tensor]  # a conv input's frames [a, b), made on demand: (B, C, b - a)
+
+
+class PiecewiseConv(Protocol):
+    """What a front-end conv that is not an nn.Conv1d offers (int8's WindowLinear)."""
+
+    kernel: int
+    stride: int
+
+    def in_pieces(self, source: Source, spans: list[tuple[int, int]]) -> Tensor: ...
+
+
+def conv_in_pieces(conv: nn.Module, source: Source, frames_in: int) -> Tensor:
+    """A front-end conv (nn.Conv1d, or int8's WindowLinear) over the input source makes,
+    CONV_PIECE output frames a call: the same sums, faster while a piece's input stays in cache
+    (BENCHMARKS.md, second round), and an input made piece by piece never exists whole
+    (first_two_in_pieces). -> (B, C_out, T')."""
+    if isinstance(conv, nn.Conv1d):
         k, s = conv.kernel_size[0], conv.stride[0]
-        frames = (x.shape[-1] - k) // s + 1
-        ends = [min(a + CONV_PIECE, frames) for a in range(0, frames, CONV_PIECE)]
         return torch.cat(
-            [conv(x[..., a * s : (b - 1) * s + k]) for a, b in zip([0, *ends], ends)], -1
+            [conv(source(a * s, (b - 1) * s + k).contiguous()) for a, b in _spans(frames_in, k, s)],
+            -1,
         )
+    other = cast(PiecewiseConv, conv)
+    return other.in_pieces(source, _spans(frames_in, other.kernel, other.stride))
+
+
+def _spans(frames_in: int, kernel: int, stride: int) -> list[tuple[int, int]]:
+    """A conv's output frames in pieces of at most CONV_PIECE: [(a, b), ...]."""
+    frames = (frames_in - kernel) // stride + 1
+    return [(a, min(a + CONV_PIECE, frames)) for a in range(0, frames, CONV_PIECE)]
 
 
 def first_two_in_pieces(first: ConvLayer, second: ConvLayer, x: Tensor) -> Tensor:
@@ -85,13 +106,13 @@ def first_two_in_pieces(first: ConvLayer, second: ConvLayer, x: Tensor) -> Tenso
     never exists whole. Tensors over glibc's 32 MiB mmap ceiling are fresh mappings whose pages
     fault in on every call: on this project's CPU that made the first layer 4x slower than the
     same arithmetic in cache (BENCHMARKS.md, "Front end in pieces"). A group norm's per-channel
-    statistics need the whole clip, so they are summed over pieces first (float64 sums; the
-    first conv is a small share of the FLOPs). Returns the second conv's output before its own
+    statistics need the whole clip, so they are summed over pieces first (the first conv is a
+    small share of the FLOPs); int8's second conv reads its input's range in a
+    pass of its own (WindowLinear.in_pieces). Returns the second conv's output before its own
     norm and activation. x: (B, 1, T) float on the CPU."""
-    c0, c1 = first.conv, second.conv
-    k0, s0, k1, s1 = c0.kernel_size[0], c0.stride[0], c1.kernel_size[0], c1.stride[0]
+    c0 = first.conv
+    k0, s0 = c0.kernel_size[0], c0.stride[0]
     frames0 = (x.shape[-1] - k0) // s0 + 1
-    frames1 = (frames0 - k1) // s1 + 1
 
     def conv0(a: int, b: int) -> Tensor:  # first-layer frames [a, b), before the norm
         # oneDNN's conv, not ConvLayer's GEMM: on pieces in cache it was 7-17% faster over the
@@ -101,30 +122,37 @@ def first_two_in_pieces(first: ConvLayer, second: ConvLayer, x: Tensor) -> Tenso
 
     affine: tuple[Tensor, Tensor] | None = None  # a group norm's scale and shift, (B, C, 1)
     if first.norm == "group":
-        total = torch.zeros(x.shape[0], c0.out_channels, dtype=torch.float64)
-        squares = torch.zeros_like(total)
-        for a in range(0, frames0, 4 * CONV_PIECE):
-            y = conv0(a, min(a + 4 * CONV_PIECE, frames0)).double()
-            total += y.sum(-1)
-            squares += y.square().sum(-1)
-        mean = total / frames0
-        var = (squares / frames0 - mean.square()).clamp_min(0)
+        # Sums of (y - shift) per piece in float32, shift = the first piece's channel means
+        # (no cancellation in E[d^2] - E[d]^2), accumulated over pieces in float64: within
+        # 3e-8 of float64 throughout, and 6x faster than converting each piece to float64.
+        sums = torch.zeros(x.shape[0], c0.out_channels, dtype=torch.float64)
+        squares = torch.zeros_like(sums)
+        shift: Tensor | None = None
+        for a in range(0, frames0, CONV_PIECE):
+            y = conv0(a, min(a + CONV_PIECE, frames0)).float()
+            if shift is None:
+                shift = y.mean(-1, keepdim=True)
+            d = y.sub_(shift)
+            sums += d.sum(-1)
+            squares += d.square().sum(-1)
+        assert shift is not None
+        offset = sums / frames0
+        mean = shift[..., 0].double() + offset
+        var = (squares / frames0 - offset.square()).clamp_min(0)
         norm = first.layer_norm
         assert isinstance(norm, nn.GroupNorm)
         rstd = (var + norm.eps).rsqrt()
         gamma, beta = norm.weight.double(), norm.bias.double()
-        scale, shift = rstd * gamma, beta - mean * rstd * gamma
-        affine = (scale[..., None].to(x.dtype), shift[..., None].to(x.dtype))
-    pieces = []
-    for a in range(0, frames1, CONV_PIECE):
-        b = min(a + CONV_PIECE, frames1)
-        y = conv0(a * s1, (b - 1) * s1 + k1)
+        scale = rstd * gamma
+        affine = (scale[..., None].to(x.dtype), (beta - mean * scale)[..., None].to(x.dtype))
+
+    def first_out(a: int, b: int) -> Tensor:  # first-layer frames [a, b), activated
+        y = conv0(a, b)
         if affine is None:  # layer norm or none: per frame, as the layer by layer path does
-            y = first.after_conv(y)
-        else:
-            y = first.activation(torch.addcmul(affine[1], y, affine[0]))
-        pieces.append(c1(y.contiguous()))
-    return torch.cat(pieces, -1)
+            return first.after_conv(y)
+        return first.activation(torch.addcmul(affine[1], y, affine[0]))
+
+    return conv_in_pieces(second.conv, first_out, frames0)
 
 
 class FeatureEncoder(nn.Module):
@@ -140,14 +168,12 @@ class FeatureEncoder(nn.Module):
 
     @property
     def fuse_first_two(self) -> bool:
-        """first_two_in_pieces applies: a raw-audio first conv, an fp32/bf16 second one (int8's
-        takes one activation scale per call, which pieces would change)."""
+        """first_two_in_pieces applies: a raw-audio first conv (fp32 or bf16), then a conv."""
         layers = self.layers
         return (
             len(layers) > 1
             and type(layers[0].conv) is nn.Conv1d
             and layers[0].conv.in_channels == 1
-            and type(layers[1].conv) is nn.Conv1d
         )
 
     @property
