@@ -72,6 +72,28 @@ def accuracy(model, decoder, tokenizer, sets, beam: int) -> dict:
     return out
 
 
+def write_card(results: dict, args: argparse.Namespace) -> None:
+    """The greedy / beam / beam + LM table of demo-ctc's card (training.json "decoders")."""
+    from training import export
+
+    model_dir = MODELS / "demo-ctc"
+    history = json.loads((model_dir / "training.json").read_text())
+    attrs = json.loads((model_dir / "language_model" / "attrs.json").read_text())
+    history["decoders"] = {
+        "description": (
+            f"Round-{history['rounds'][-1]['round']} weights; beam width {args.beam}, alpha "
+            f"{attrs['alpha']} and beta {attrs['beta']} (language_model/attrs.json, chosen on a "
+            "600-utterance dev set that shares no sentence with these sets or the LM's text: "
+            "`python -m training.tune_lm`), the word 3-gram LM shipped in `language_model/` "
+            "(built by `python -m training.build_lm` from training text only). The service "
+            "decodes with beam + LM by default. Command: `python benchmarks/bench_lm.py "
+            f"--threads 1 --n {args.n} --beam {args.beam} --speed-n 0 --write`."
+        ),
+        "results": results,
+    }
+    export.update_card(model_dir, history)
+
+
 def reference_decoder():
     try:
         import kenlm  # noqa: F401
@@ -141,11 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", type=Path, default=ROOT / "training" / "data")
     p.add_argument("--n", type=int, default=200, help="utterances per held-out set")
-    p.add_argument("--speed-n", type=int, default=40, help="clips timed per beam width")
+    p.add_argument("--speed-n", type=int, default=40, help="clips timed per beam width (0: none)")
     p.add_argument("--beam", type=int, default=100, help="beam width for the accuracy table")
     p.add_argument("--out", type=Path)
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
     p.add_argument("--cache", type=Path, help="keep the logits in this .npz between runs")
+    p.add_argument("--write", action="store_true", help="the accuracy table into demo-ctc's card")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_model(str(MODELS / "demo-ctc"), device="cpu", dtype="float32")
@@ -168,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         np.savez(args.cache, **cached)
     report = {"accuracy": accuracy(model, decoder, tokenizer, sets, args.beam)}
     print(json.dumps(report["accuracy"], indent=1), flush=True)
+    if args.write:
+        write_card(report["accuracy"], args)
+    if args.speed_n == 0:
+        return 0
     timed = [
         (lg, len(x) / 16_000) for kind in HELDOUT_SETS for lg, x in zip(sets[kind][0], raw[kind])
     ][:: max(1, 3 * args.n // args.speed_n)]

@@ -20,7 +20,7 @@ from service.wav2vec2.config import Wav2Vec2Config
 from service.wav2vec2.heads import Wav2Vec2ForCTC
 from service.wav2vec2.loading import load_model
 from tests.conftest import require_tool
-from training import average, data, train
+from training import average, data, export, ship, train
 from training.corpus import Batches, Split
 from training.forward import transcribe
 from training.sentences import RESERVED
@@ -278,3 +278,18 @@ def test_exported_config_holds_only_what_transformers_wav2vec2_config_has():
             (Path(service.__file__).parent / "models" / name / "config.json").read_text()
         )
         assert "rotary_embedding_base" not in shipped and "num_buckets" not in shipped, name
+
+
+def test_shipping_keeps_what_outlives_the_weights_and_drops_their_scores():
+    shipped = json.loads((DEMO / "training.json").read_text())
+    candidate = {"rounds": [*shipped["rounds"], {"round": 99}], "recipe": ["new"]}
+    history = ship.merged(shipped, candidate)
+    assert history["rounds"][-1] == {"round": 99} and history["recipe"] == ["new"]
+    for kept in ship.KEPT:
+        assert history.get(kept) == shipped.get(kept)
+    assert not {"decoders", "int8_check", "bfloat16_check", "fp16_check"} & history.keys()
+    replaced = shipped["rounds"][-1]["round"]
+    for name, figures in shipped.get("longform", {}).items():  # moved aside, never lost
+        key = name if "," in name else f"{name}, round {replaced}"
+        assert history["longform"][key] == figures
+    export.model_card(history)  # renders
