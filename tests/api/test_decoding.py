@@ -121,9 +121,9 @@ async def test_alpha_and_beta_reach_the_beam_search(demo):
 async def test_hotwords_lift_a_word(demo):
     # A word as greedy heard it, which the LM corrects away, stays when it is a hotword; in
     # the vocabulary's case or not (the search spells upper case).
-    heard = misheard("hello_world")
-    assert heard not in LM_TEXT["hello_world"].split()
-    r = await transcribe(demo, hotwords=heard.lower())
+    heard = misheard("weather")
+    assert heard not in LM_TEXT["weather"].split()
+    r = await transcribe(demo, "weather", hotwords=heard.lower())
     assert heard in r.json()["text"].split()
     # Without the LM, a hotword fixes the word greedy misspells; a hotword not said is ignored.
     assert "WEATHER" not in greedy_text("weather").split()
@@ -153,10 +153,11 @@ async def test_openai_prompt_words_become_hotwords(demo):
     assert plain.json()["text"] == LM_TEXT["hello_world"]
     # A long prompt is not refused: its first max_hotwords distinct words are used, so the
     # word as greedy heard it (which the LM alone corrects) comes back.
-    heard = misheard("hello_world").capitalize()
+    heard = misheard("weather").capitalize()
     prompt = f"{heard}, {heard} there! " + " ".join(f"w{i}" for i in range(20))
     data = {"model": "whisper-1", "prompt": prompt}
-    prompted = await demo.client.post("/v1/audio/transcriptions", files=files, data=data)
+    weather = {"file": ("weather.wav", example("weather"), "audio/wav")}
+    prompted = await demo.client.post("/v1/audio/transcriptions", files=weather, data=data)
     assert prompted.status_code == 200
     assert heard.upper() in prompted.json()["text"].split()
     data = {"model": "whisper-1", "decoder": "greedy"}

@@ -80,8 +80,8 @@ def test_start_defaults_match_the_contract():
     )
 
 
-def stream_text(client: TestClient, start: dict) -> str:
-    x, rate = sf.read(EXAMPLES / "hello_world.wav", dtype="float32")
+def stream_text(client: TestClient, start: dict, name: str = "hello_world") -> str:
+    x, rate = sf.read(EXAMPLES / f"{name}.wav", dtype="float32")
     pcm = (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
     with client.websocket_connect("/v1/stream") as ws:
         ws.send_json({"type": "start", "sample_rate": rate, **start})
@@ -104,8 +104,8 @@ def test_stream_finals_use_the_beam_as_asked():
     with TestClient(create_app(demo_settings())) as client:
         assert stream_text(client, {"decoder": "beam"}) == LM_TEXT["hello_world"]
         assert stream_text(client, {"decoder": "greedy"}) == greedy_text("hello_world")
-        heard = misheard("hello_world")  # which the LM alone corrects
-        assert heard in stream_text(client, {"hotwords": [heard.lower()]}).split()
+        heard = misheard("weather")  # which the LM alone corrects
+        assert heard in stream_text(client, {"hotwords": [heard.lower()]}, "weather").split()
         with client.websocket_connect("/v1/stream") as ws:
             ws.send_json({"type": "start", "beam_width": 0})
             assert ws.receive_json()["code"] == "invalid_beam_width"
