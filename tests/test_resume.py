@@ -20,7 +20,6 @@ import torch
 from service.runtime import ServedModel
 from service.settings import Settings
 from service.streaming import Stream, windowing_for
-from service.wav2vec2 import frontend
 from service.wav2vec2.loading import LoadedModel, load_model
 from service.wav2vec2.resume import FrontEndCache
 from tests.checkpoints import speech_like
@@ -64,19 +63,13 @@ async def stream_through(loaded: LoadedModel, x: np.ndarray, reuse: bool):
         return out
 
     seen = [0]
-    first_conv = loaded.model.backbone.feature_extractor.conv_layers[0]
+    first_conv = loaded.model.backbone.feature_extractor.layers[0].conv
 
     def count(_module, args) -> None:
         seen[0] += args[0].numel()
 
+    # frontend.in_pieces calls the first conv module on each piece of samples.
     hook = first_conv.register_forward_pre_hook(count)
-    fused = frontend.first_two_in_pieces  # long windows take the first layer this way
-
-    def counted(first, second, x):
-        seen[0] += x.numel()
-        return fused(first, second, x)
-
-    frontend.first_two_in_pieces = counted
     try:
         assert loaded.tokenizer is not None
         stream = Stream(w, loaded.tokenizer, loaded.frame_seconds, infer, interim=False)
@@ -87,7 +80,6 @@ async def stream_through(loaded: LoadedModel, x: np.ndarray, reuse: bool):
         finals += [m.text for m in await stream.finish() if m.type == "final"]
     finally:
         hook.remove()
-        frontend.first_two_in_pieces = fused
     return finals, logits, seen[0]
 
 

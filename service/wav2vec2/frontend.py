@@ -8,8 +8,8 @@ has not computed yet (resume.py).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Protocol, cast
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -19,8 +19,13 @@ from service.wav2vec2.config import Wav2Vec2Config
 from service.wav2vec2.packed import Packed
 from service.wav2vec2.resume import Waveform, join_known, split_known
 
-CONV_PIECE = 1024  # output frames per front-end conv call on CPU (conv_in_pieces)
-FUSE_FROM = 16_000 * 2  # samples: shorter clips' first-layer outputs fit in cache anyway
+# in_pieces: the first PIECE_DEPTH layers in pieces of PIECE_FRAMES output frames of the last
+# of them (a 10 s clip at 512 channels: their outputs are 64, 32, 16, 8 MB whole), the rest
+# whole (4 MB and less). Measured on base front ends against other depths and sizes, 1.5-30 s:
+# 3/512 and 7/64 within a few % on 10 s, 7/64 11% slower on 3 s (small GEMMs deep down).
+PIECE_DEPTH = 4
+PIECE_FRAMES = 256
+STATS_PIECE = 1024  # first-layer frames per call of a group norm's statistics pass
 
 
 class ConvLayer(nn.Module):
@@ -30,9 +35,8 @@ class ConvLayer(nn.Module):
         super().__init__()
         in_dim = config.conv_dim[i - 1] if i > 0 else 1
         out_dim = config.conv_dim[i]
-        self.conv = nn.Conv1d(
-            in_dim, out_dim, config.conv_kernel[i], config.conv_stride[i], bias=config.conv_bias
-        )
+        self.kernel, self.stride = config.conv_kernel[i], config.conv_stride[i]
+        self.conv = nn.Conv1d(in_dim, out_dim, self.kernel, self.stride, bias=config.conv_bias)
         self.norm = (
             config.feat_extract_norm if (config.feat_extract_norm == "layer" or i == 0) else ""
         )
@@ -44,17 +48,15 @@ class ConvLayer(nn.Module):
         self.activation = activation(config.feat_extract_activation)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The whole clip at once (the GPU path; the CPU computes in_pieces)."""
         if self.conv.in_channels == 1:
             # The raw-audio conv as one GEMM over strided windows: same sums, ~1.5x faster on
-            # CPU than oneDNN's single-input-channel convolution (the 10 s clip's largest op).
-            k, s = self.conv.kernel_size[0], self.conv.stride[0]
-            cols = x[:, 0].unfold(-1, k, s)  # (B, T', k), a view
+            # CPU than oneDNN's single-input-channel convolution on a whole clip.
+            cols = x[:, 0].unfold(-1, self.kernel, self.stride)  # (B, T', k), a view
             x = self.conv.weight[:, 0] @ cols.transpose(1, 2)  # (B, C, T')
             if self.conv.bias is not None:
                 x = x + self.conv.bias[:, None]
-        elif x.device.type == "cpu":  # (B, C, T); B clips of one length
-            x = conv_in_pieces(self.conv, lambda a, b: x[..., a:b], x.shape[-1])
-        else:  # the GPU path as before: pieces not measured there
+        else:
             x = self.conv(x)
         return self.after_conv(x)
 
@@ -67,92 +69,70 @@ class ConvLayer(nn.Module):
         return self.activation(x)
 
 
-Source = Callable[[int, int], Tensor]  # a conv input's frames [a, b), made on demand: (B, C, b - a)
+def in_pieces(layers: list[ConvLayer], x: Tensor) -> Tensor:
+    """The front end with its first PIECE_DEPTH layers in pieces of PIECE_FRAMES output frames:
+    each piece is computed from the piece of the layer below that it reads (overlaps of kernel
+    - stride frames computed twice: under 1%), so none of those layers' outputs ever exists
+    whole and every piece stays in cache. Whole-clip tensors over glibc's 32 MiB mmap ceiling
+    are fresh mappings whose pages fault in on every call: on this project's CPU that made the
+    first layer (64 MB for a 10 s clip at 512 channels) 4x slower than the same arithmetic in
+    cache (BENCHMARKS.md, "Front end in pieces"). A group norm's per-channel statistics need
+    the whole clip: a pass of the first conv alone sums them first (group_norm_affine). int8's
+    convs quantise each piece with its own scale (one per GEMM call). x: (B, 1, T) on the CPU
+    -> (B, C, frames)."""
+    first = layers[0]
+    depth = min(PIECE_DEPTH, len(layers))
+    frames = (x.shape[-1] - first.kernel) // first.stride + 1
+    for layer in layers[1:depth]:
+        frames = (frames - layer.kernel) // layer.stride + 1
+    affine = group_norm_affine(first, x) if first.norm == "group" else None
+
+    def out(i: int, a: int, b: int) -> Tensor:  # layer i's frames [a, b), activated
+        layer = layers[i]
+        start, stop = a * layer.stride, (b - 1) * layer.stride + layer.kernel
+        if i == 0:
+            # oneDNN's conv, not forward's GEMM: on pieces in cache it was 7-17% faster over
+            # the front end here (Zen 5), while the GEMM wins on whole clips.
+            y = layer.conv(x[..., start:stop])
+            if affine is not None:  # the group norm, its statistics known
+                return layer.activation(torch.addcmul(affine[1], y, affine[0]))
+            return layer.after_conv(y)
+        return layer.after_conv(layer.conv(out(i - 1, start, stop).contiguous()))
+
+    last = depth - 1
+    pieces = [out(last, a, min(a + PIECE_FRAMES, frames)) for a in range(0, frames, PIECE_FRAMES)]
+    y = pieces[0] if len(pieces) == 1 else torch.cat(pieces, -1)
+    for layer in layers[depth:]:
+        y = layer(y)
+    return y
 
 
-class PiecewiseConv(Protocol):
-    """What a front-end conv that is not an nn.Conv1d offers (int8's WindowLinear)."""
-
-    kernel: int
-    stride: int
-
-    def in_pieces(self, source: Source, spans: list[tuple[int, int]]) -> Tensor: ...
-
-
-def conv_in_pieces(conv: nn.Module, source: Source, frames_in: int) -> Tensor:
-    """A front-end conv (nn.Conv1d, or int8's WindowLinear) over the input source makes,
-    CONV_PIECE output frames a call: the same sums, faster while a piece's input stays in cache
-    (BENCHMARKS.md, second round), and an input made piece by piece never exists whole
-    (first_two_in_pieces). -> (B, C_out, T')."""
-    if isinstance(conv, nn.Conv1d):
-        k, s = conv.kernel_size[0], conv.stride[0]
-        return torch.cat(
-            [conv(source(a * s, (b - 1) * s + k).contiguous()) for a, b in _spans(frames_in, k, s)],
-            -1,
-        )
-    other = cast(PiecewiseConv, conv)
-    return other.in_pieces(source, _spans(frames_in, other.kernel, other.stride))
-
-
-def _spans(frames_in: int, kernel: int, stride: int) -> list[tuple[int, int]]:
-    """A conv's output frames in pieces of at most CONV_PIECE: [(a, b), ...]."""
-    frames = (frames_in - kernel) // stride + 1
-    return [(a, min(a + CONV_PIECE, frames)) for a in range(0, frames, CONV_PIECE)]
-
-
-def first_two_in_pieces(first: ConvLayer, second: ConvLayer, x: Tensor) -> Tensor:
-    """The raw-audio conv, its norm and activation, and the second conv, CONV_PIECE output frames
-    of the second at a time: the first layer's output (64 MB for a 10 s clip at 512 channels)
-    never exists whole. Tensors over glibc's 32 MiB mmap ceiling are fresh mappings whose pages
-    fault in on every call: on this project's CPU that made the first layer 4x slower than the
-    same arithmetic in cache (BENCHMARKS.md, "Front end in pieces"). A group norm's per-channel
-    statistics need the whole clip, so they are summed over pieces first (the first conv is a
-    small share of the FLOPs); int8's second conv reads its input's range in a
-    pass of its own (WindowLinear.in_pieces). Returns the second conv's output before its own
-    norm and activation. x: (B, 1, T) float on the CPU."""
-    c0 = first.conv
-    k0, s0 = c0.kernel_size[0], c0.stride[0]
-    frames0 = (x.shape[-1] - k0) // s0 + 1
-
-    def conv0(a: int, b: int) -> Tensor:  # first-layer frames [a, b), before the norm
-        # oneDNN's conv, not ConvLayer's GEMM: on pieces in cache it was 7-17% faster over the
-        # front end here (Zen 5), while the GEMM wins on whole clips on the Xeon of the first
-        # engine rows of BENCHMARKS.md.
-        return c0(x[..., a * s0 : (b - 1) * s0 + k0])
-
-    affine: tuple[Tensor, Tensor] | None = None  # a group norm's scale and shift, (B, C, 1)
-    if first.norm == "group":
-        # Sums of (y - shift) per piece in float32, shift = the first piece's channel means
-        # (no cancellation in E[d^2] - E[d]^2), accumulated over pieces in float64: within
-        # 3e-8 of float64 throughout, and 6x faster than converting each piece to float64.
-        sums = torch.zeros(x.shape[0], c0.out_channels, dtype=torch.float64)
-        squares = torch.zeros_like(sums)
-        shift: Tensor | None = None
-        for a in range(0, frames0, CONV_PIECE):
-            y = conv0(a, min(a + CONV_PIECE, frames0)).float()
-            if shift is None:
-                shift = y.mean(-1, keepdim=True)
-            d = y.sub_(shift)
-            sums += d.sum(-1)
-            squares += d.square().sum(-1)
-        assert shift is not None
-        offset = sums / frames0
-        mean = shift[..., 0].double() + offset
-        var = (squares / frames0 - offset.square()).clamp_min(0)
-        norm = first.layer_norm
-        assert isinstance(norm, nn.GroupNorm)
-        rstd = (var + norm.eps).rsqrt()
-        gamma, beta = norm.weight.double(), norm.bias.double()
-        scale = rstd * gamma
-        affine = (scale[..., None].to(x.dtype), (beta - mean * scale)[..., None].to(x.dtype))
-
-    def first_out(a: int, b: int) -> Tensor:  # first-layer frames [a, b), activated
-        y = conv0(a, b)
-        if affine is None:  # layer norm or none: per frame, as the layer by layer path does
-            return first.after_conv(y)
-        return first.activation(torch.addcmul(affine[1], y, affine[0]))
-
-    return conv_in_pieces(second.conv, first_out, frames0)
+def group_norm_affine(first: ConvLayer, x: Tensor) -> tuple[Tensor, Tensor]:
+    """A first-layer group norm (one group per channel) as a scale and shift per clip and
+    channel, (B, C, 1) each, from the first conv's output over the whole clip, computed
+    STATS_PIECE frames at a time. Sums of (y - shift) per piece in float32, shift = the first
+    piece's channel means (no cancellation in E[d^2] - E[d]^2), accumulated over pieces in
+    float64: within 3e-8 of float64 throughout, 6x faster than float64 pieces."""
+    conv, norm = first.conv, first.layer_norm
+    assert isinstance(norm, nn.GroupNorm)
+    frames = (x.shape[-1] - first.kernel) // first.stride + 1
+    sums = torch.zeros(x.shape[0], norm.num_channels, dtype=torch.float64)
+    squares = torch.zeros_like(sums)
+    shift = torch.zeros(x.shape[0], norm.num_channels, 1)
+    for a in range(0, frames, STATS_PIECE):
+        b = min(a + STATS_PIECE, frames)
+        y = conv(x[..., a * first.stride : (b - 1) * first.stride + first.kernel]).float()
+        if a == 0:
+            shift = y.mean(-1, keepdim=True)
+        d = y.sub_(shift)
+        sums += d.sum(-1)
+        squares += d.square().sum(-1)
+    offset = sums / frames
+    mean = shift[..., 0].double() + offset
+    var = (squares / frames - offset.square()).clamp_min(0)
+    scale = (var + norm.eps).rsqrt() * norm.weight.double()
+    shift_out = norm.bias.double() - mean * scale
+    return scale[..., None].to(x.dtype), shift_out[..., None].to(x.dtype)
 
 
 class FeatureEncoder(nn.Module):
@@ -165,16 +145,6 @@ class FeatureEncoder(nn.Module):
             self.receptive = (self.receptive - 1) * s + k
         # Every frame from its own samples only (resume.py): no conv normalised over time.
         self.local = all(layer.norm != "group" for layer in self.conv_layers)
-
-    @property
-    def fuse_first_two(self) -> bool:
-        """first_two_in_pieces applies: a raw-audio first conv (fp32 or bf16), then a conv."""
-        layers = self.layers
-        return (
-            len(layers) > 1
-            and type(layers[0].conv) is nn.Conv1d
-            and layers[0].conv.in_channels == 1
-        )
 
     @property
     def layers(self) -> list[ConvLayer]:
@@ -192,12 +162,11 @@ class FeatureEncoder(nn.Module):
         new: list[Tensor | None] = [None] * len(waveforms)
         for indices in by_length.values():
             x = torch.stack([split[i][1] for i in indices])[:, None]  # (b, 1, T)
-            layers = self.layers
-            if self.fuse_first_two and x.device.type == "cpu" and x.shape[-1] >= FUSE_FROM:
-                x = layers[1].after_conv(first_two_in_pieces(layers[0], layers[1], x))
-                layers = layers[2:]
-            for layer in layers:
-                x = layer(x)
+            if x.device.type == "cpu" and x.shape[-1] >= self.receptive:
+                x = in_pieces(self.layers, x)
+            else:
+                for layer in self.layers:
+                    x = layer(x)
             for j, i in enumerate(indices):
                 new[i] = x[j].transpose(0, 1)  # (T_i, C)
         outputs = [join_known(w, self.step, k, n) for w, (k, _), n in zip(waveforms, split, new)]

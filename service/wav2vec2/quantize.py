@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from service.wav2vec2.frontend import ConvLayer, Source
+from service.wav2vec2.frontend import ConvLayer
 from service.wav2vec2.heads import Head, TDNNLayer
 from service.wav2vec2.model import Attention
 
@@ -113,29 +113,16 @@ class WindowLinear(nn.Module):
                 self.linear.bias = nn.Parameter(conv.bias, requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (B, C, T) -> (B, C_out, T'), T' = (T - kernel) // stride + 1."""
-        frames = (x.shape[-1] - self.kernel) // self.stride + 1
-        return self.in_pieces(lambda a, b: x[..., a:b], [(0, frames)])
-
-    def in_pieces(self, source: Source, spans: list[tuple[int, int]]) -> Tensor:
-        """The conv over an input that source(a, b) makes piece by piece (its frames [a, b) as
-        (B, C, b - a)), output frames [a, b) of each span a call (frontend.conv_in_pieces).
-        int8: each piece is quantised with its own scale (the GEMM takes one per call), then
-        gathered into windows (bytes, not floats) and multiplied, all in cache; a scale per
-        piece, not per clip, needs no pass over the whole input first (the first layer's output
-        is never whole: frontend.first_two_in_pieces). -> (B, C_out, T')."""
-        k, s = self.kernel, self.stride
-        linear, pieces = self.linear, []
-        for a, b in spans:
-            x = source(a * s, (b - 1) * s + k)
-            if isinstance(linear, Int8Linear):
-                xq, scale, zero = quantize(x)
-                y = linear.quantized(self.columns(xq), scale, zero)
-            else:
-                y = linear(self.columns(x))
-            pieces.append(y.view(x.shape[0], b - a, y.shape[-1]))
-        y = pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
-        return y.transpose(1, 2)  # (B, C_out, T')
+        """x: (B, C, T) -> (B, C_out, T'), T' = (T - kernel) // stride + 1. On the CPU, x is
+        one piece of frontend.in_pieces: one activation scale per piece."""
+        b, c, _ = x.shape
+        linear = self.linear
+        if isinstance(linear, Int8Linear):  # every window sees the same values: quantise once
+            xq, scale, zero = quantize(x)  # then gather bytes, not floats
+            y = linear.quantized(self.columns(xq), scale, zero)
+        else:
+            y = linear(self.columns(x))
+        return y.view(b, -1, y.shape[-1]).transpose(1, 2)  # (B, C_out, T')
 
     def columns(self, x: Tensor) -> Tensor:
         """(B, C, T) -> (B T', C k): each output frame's window, flattened."""
