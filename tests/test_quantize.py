@@ -93,3 +93,16 @@ def test_int8_setting_and_flag():
     args = build_parser().parse_args(["predict", "--dtype", "int8", "a.wav"])
     assert _settings(args, PREDICT_SETTINGS).dtype == "int8"
     assert pick_dtype("auto", torch.device("cpu")) == torch.float32  # int8 only on request
+
+
+@pytest.mark.parametrize("variant", ["ctc-group", "ctc-layer-stable-bias-bin"])
+def test_int8_batched_equals_alone(checkpoints, variant):
+    """Activations are quantised per frame in the encoder and per clip in the front end, so a
+    clip's int8 answer does not depend on what it is batched with (two of one length share
+    the front end's call)."""
+    int8 = load_model(str(checkpoints(variant)), device="cpu", dtype="int8")
+    a, b, c = _clips((3.0, 3.0, 1.7))
+    b = b * 8  # a loud neighbour of the same length
+    together = int8.forward([a, b, c])
+    for clip, batched in zip([a, b, c], together):
+        np.testing.assert_allclose(batched, int8.forward([clip])[0], rtol=0, atol=1e-5)

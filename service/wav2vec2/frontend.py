@@ -145,6 +145,9 @@ class FeatureEncoder(nn.Module):
             self.receptive = (self.receptive - 1) * s + k
         # Every frame from its own samples only (resume.py): no conv normalised over time.
         self.local = all(layer.norm != "group" for layer in self.conv_layers)
+        # Clips of one length share a call; int8 turns this off (quantize_int8): a clip's
+        # activation scales must not see its neighbours, nor its rounding their fp32 ulps.
+        self.share_calls = True
 
     @property
     def layers(self) -> list[ConvLayer]:
@@ -158,7 +161,8 @@ class FeatureEncoder(nn.Module):
         by_length: dict[int, list[int]] = {}
         for i, (known, todo) in enumerate(split):
             if known is None or todo.shape[-1] >= self.receptive:
-                by_length.setdefault(todo.shape[-1], []).append(i)
+                key = todo.shape[-1] if self.share_calls else -1 - i  # -1 - i: a call alone
+                by_length.setdefault(key, []).append(i)
         new: list[Tensor | None] = [None] * len(waveforms)
         for indices in by_length.values():
             x = torch.stack([split[i][1] for i in indices])[:, None]  # (b, 1, T)

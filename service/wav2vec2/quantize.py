@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from service.wav2vec2.frontend import ConvLayer
+from service.wav2vec2.frontend import ConvLayer, FeatureEncoder
 from service.wav2vec2.heads import Head, TDNNLayer
 from service.wav2vec2.model import Attention
 
@@ -51,8 +51,18 @@ def quantize(x: Tensor) -> tuple[Tensor, float, int]:
     return q, scale, zero
 
 
+def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+    """x (M, I) float32 -> (uint8 (M, I) around 128, scale (M, 1)): symmetric, one scale per row.
+    A row is one frame of one clip, so no clip's numbers depend on what it is batched with."""
+    lo, hi = torch.aminmax(x, dim=1, keepdim=True)
+    scale = torch.maximum(hi, lo.neg_()).clamp_(min=1e-12).div_(127)
+    # + 128.5 then the cast's truncation: round half up, the values being >= 1 by then.
+    return x.div(scale).add_(128.5).clamp_(0, 255).to(torch.uint8), scale
+
+
 class Int8Linear(nn.Module):
-    """y = x W^T + b with W int8 per output row, x quantised per call (`quantize`)."""
+    """y = x W^T + b with W int8 per output row, x quantised per row (`quantize_rows`); or, for
+    a front-end conv's windows, with one scale per call (`quantized`)."""
 
     weight_scale: Tensor
     weight_zero: Tensor
@@ -71,13 +81,19 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (..., I) float32 -> (..., O) float32."""
+        """x: (..., I) float32 -> (..., O) float32. oneDNN's GEMM takes one activation scale per
+        call: it runs at scale 1 and the rows' scales (and the bias) follow in one pass."""
         lead = x.shape[:-1]
-        y = self.quantized(*quantize(x.reshape(-1, self.in_features)))
+        xq, scale = quantize_rows(x.reshape(-1, self.in_features))
+        y = self._gemm(xq, 1.0, 128, None)
+        y = y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale)
         return y.view(*lead, self.out_features)
 
     def quantized(self, xq: Tensor, scale: float, zero: int) -> Tensor:
         """xq: (M, I) uint8 with its scale and zero point -> (M, O) float32."""
+        return self._gemm(xq, scale, zero, self.bias)
+
+    def _gemm(self, xq: Tensor, scale: float, zero: int, bias: Tensor | None) -> Tensor:
         return torch.ops.onednn.qlinear_pointwise(
             xq.contiguous(),
             scale,
@@ -85,7 +101,7 @@ class Int8Linear(nn.Module):
             self.packed,
             self.weight_scale,
             self.weight_zero,
-            self.bias,
+            bias,
             1.0,  # output scale and zero point: unused for a float32 output
             0,
             torch.float32,
@@ -118,6 +134,8 @@ class WindowLinear(nn.Module):
         b, c, _ = x.shape
         linear = self.linear
         if isinstance(linear, Int8Linear):  # every window sees the same values: quantise once
+            if b > 1:  # one scale per clip: no clip's numbers depend on its batch
+                return torch.cat([self(x[i : i + 1]) for i in range(b)])
             xq, scale, zero = quantize(x)  # then gather bytes, not floats
             y = linear.quantized(self.columns(xq), scale, zero)
         else:
@@ -132,7 +150,10 @@ class WindowLinear(nn.Module):
 
 
 def quantize_int8(model: Head) -> Head:
-    """In place: int8 weights for every linear layer and the multi-channel front-end convs."""
+    """In place: int8 weights for every linear layer and the multi-channel front-end convs;
+    the front end computes each clip in its own calls."""
+    for encoder in [m for m in model.modules() if isinstance(m, FeatureEncoder)]:
+        encoder.share_calls = False
     for layer in [m for m in model.modules() if isinstance(m, ConvLayer)]:  # front end
         conv = layer.conv
         if isinstance(conv, nn.Conv1d) and conv.in_channels > 1 and conv.padding == (0,):
