@@ -105,7 +105,8 @@ class LoadedModel:
     @property
     def front_end_reusable(self) -> bool:
         """Whether a stream's windows can share front-end frames (resume.py): a local front
-        end, no per-clip normalisation of the samples, no per-call int8 scale, no adapters."""
+        end, no per-clip normalisation of the samples, no int8 (its front-end scales are per
+        piece of the samples computed), no adapters."""
         return (
             self.model.backbone.feature_extractor.local
             and not self.features.do_normalize

@@ -7,12 +7,15 @@ grouped positional conv stay fp32.
 
 The int8 GEMM is oneDNN's (`torch.ops.onednn.qlinear_pointwise`, the op torch.compile's x86
 int8 path lowers to; VNNI or AMX): uint8 activations with one scale and zero point per call,
-int8 weights per output channel, and the dequantisation and bias fused into the GEMM, so the
-output is float32 with no pass of its own. Profiled on a base model, the earlier route
-(torch._int_mm to int32, then scaled and biased in four elementwise passes, activations
-quantised per row in six) spent more time in those passes than in its GEMMs; this one
-quantises in four (aminmax, scale and shift, clamp, cast) and a front-end conv quantises its
-input before its windows are gathered, so the gathering copies bytes, not floats.
+int8 weights per output channel, the dequantisation fused into the GEMM. Batch invariance
+decides the grain of the activation scales: a linear layer's input is quantised per row (one
+frame of one clip, symmetric around 128), the GEMM runs at scale 1 and one pass applies the
+rows' scales and the bias; a front-end conv quantises each clip's piece (frontend.in_pieces)
+on its own scale, before its windows are gathered, so the gathering copies bytes, not floats.
+Profiled on a base model, the first route (torch._int_mm to int32, then scaled and biased in
+four elementwise passes, activations quantised per row in six) spent more time in those
+passes than in its GEMMs; this one quantises in four (aminmax, scale, clamp, cast) and adds
+one pass after the GEMM.
 
 Why not a library: torch 2.13 deprecates torch.ao.quantization.quantize_dynamic and every
 quantized-tensor constructor (quantize_per_tensor*: they warn); torchao's
