@@ -7,15 +7,18 @@ grouped positional conv stay fp32.
 
 The int8 GEMM is oneDNN's (`torch.ops.onednn.qlinear_pointwise`, the op torch.compile's x86
 int8 path lowers to; VNNI or AMX): uint8 activations with one scale and zero point per call,
-int8 weights per output channel, the dequantisation fused into the GEMM. Batch invariance
-decides the grain of the activation scales: a linear layer's input is quantised per row (one
-frame of one clip, symmetric around 128), the GEMM runs at scale 1 and one pass applies the
-rows' scales and the bias; a front-end conv quantises each clip's piece (frontend.in_pieces)
-on its own scale, before its windows are gathered, so the gathering copies bytes, not floats.
+int8 weights per output channel, the dequantisation and bias fused into the GEMM, so the
+output is float32 with no pass of its own. A front-end conv quantises each clip's piece
+(frontend.in_pieces) on its own scale, before its windows are gathered, so the gathering copies
+bytes, not floats, and the front end is batch-invariant. A linear layer takes one scale for the
+whole call, which in the encoder is the packed batch: **int8 answers depend slightly on their
+batch** (max 3e-2 on logits of 0.26 beside a loud clip, on a tiny random model). Per-row
+scales fixed that (6e-8) but cost 17% on a mixed batch (the rows' scales need a pass after
+the GEMM) and, with zero points in the middle of the byte, saturated the int16 pairs of
+AVX2's u8 x s8 instructions (argmax agreement with fp32 81% against 91%): BENCHMARKS.md.
 Profiled on a base model, the first route (torch._int_mm to int32, then scaled and biased in
 four elementwise passes, activations quantised per row in six) spent more time in those
-passes than in its GEMMs; this one quantises in four (aminmax, scale, clamp, cast) and adds
-one pass after the GEMM.
+passes than in its GEMMs; this one quantises in four (aminmax, scale and shift, clamp, cast).
 
 Why not a library: torch 2.13 deprecates torch.ao.quantization.quantize_dynamic and every
 quantized-tensor constructor (quantize_per_tensor*: they warn); torchao's
@@ -54,18 +57,8 @@ def quantize(x: Tensor) -> tuple[Tensor, float, int]:
     return q, scale, zero
 
 
-def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
-    """x (M, I) float32 -> (uint8 (M, I) around 128, scale (M, 1)): symmetric, one scale per row.
-    A row is one frame of one clip, so no clip's numbers depend on what it is batched with."""
-    lo, hi = torch.aminmax(x, dim=1, keepdim=True)
-    scale = torch.maximum(hi, lo.neg_()).clamp_(min=1e-12).div_(127)
-    # + 128.5 then the cast's truncation: round half up, the values being >= 1 by then.
-    return x.div(scale).add_(128.5).clamp_(0, 255).to(torch.uint8), scale
-
-
 class Int8Linear(nn.Module):
-    """y = x W^T + b with W int8 per output row, x quantised per row (`quantize_rows`); or, for
-    a front-end conv's windows, with one scale per call (`quantized`)."""
+    """y = x W^T + b with W int8 per output row, x quantised per call (`quantize`)."""
 
     weight_scale: Tensor
     weight_zero: Tensor
@@ -84,19 +77,14 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (..., I) float32 -> (..., O) float32. oneDNN's GEMM takes one activation scale per
-        call: it runs at scale 1 and the rows' scales (and the bias) follow in one pass."""
+        """x: (..., I) float32 -> (..., O) float32. One activation scale for the whole call: in
+        the encoder that is the packed batch (see the module's docstring)."""
         lead = x.shape[:-1]
-        xq, scale = quantize_rows(x.reshape(-1, self.in_features))
-        y = self._gemm(xq, 1.0, 128, None)
-        y = y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale)
+        y = self.quantized(*quantize(x.reshape(-1, self.in_features)))
         return y.view(*lead, self.out_features)
 
     def quantized(self, xq: Tensor, scale: float, zero: int) -> Tensor:
         """xq: (M, I) uint8 with its scale and zero point -> (M, O) float32."""
-        return self._gemm(xq, scale, zero, self.bias)
-
-    def _gemm(self, xq: Tensor, scale: float, zero: int, bias: Tensor | None) -> Tensor:
         return torch.ops.onednn.qlinear_pointwise(
             xq.contiguous(),
             scale,
@@ -104,7 +92,7 @@ class Int8Linear(nn.Module):
             self.packed,
             self.weight_scale,
             self.weight_zero,
-            bias,
+            self.bias,
             1.0,  # output scale and zero point: unused for a float32 output
             0,
             torch.float32,
