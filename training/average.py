@@ -36,7 +36,7 @@ from training.corpus import Split
 from training.data import DATA_DIR, HELDOUT_SETS, SAMPLE_RATE
 from training.forward import evaluate
 from training.hardware import machine
-from training.weights import load_weights
+from training.weights import assign_weights
 
 BUDGET = 30 * SAMPLE_RATE  # padded samples per evaluation batch, as in training
 
@@ -78,13 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     config = Wav2Vec2Config.from_file(args.models[0] / "config.json")
     model = Wav2Vec2ForCTC(config)
-    tmp = args.out.with_name(args.out.name + ".weights")
-    tmp.mkdir(parents=True, exist_ok=True)
-    from safetensors.torch import save_file
-
-    save_file(average(args.models), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    load_weights(model, tmp)  # the fp16-rounded average: what ships
-    shutil.rmtree(tmp)
+    assign_weights(model, average(args.models))  # the fp16-rounded average: what ships
 
     sets = {k: Split.load(args.data, [f"heldout-{k}"]) for k in HELDOUT_SETS}
     scores = evaluate(model, sets, args.n, BUDGET)

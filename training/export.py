@@ -126,7 +126,7 @@ def update_card(model_dir: Path, history: dict[str, Any]) -> None:
     (model_dir / "README.md").write_text(model_card(history))
 
 
-def _loss(value: float | None) -> str:
+def loss_text(value: float | None) -> str:
     """A curve point's training loss; none before the first step (NaN in older records)."""
     return "-" if value is None or value != value else f"{value:.3f}"
 
@@ -323,7 +323,7 @@ def model_card(h: dict[str, Any]) -> str:
         for p in r.get("curve", []):
             e = p["eval"]
             lines.append(
-                f"| {p['minutes']:.0f} | {p['steps']} | {p['audio_hours']:.1f} | {_loss(p['loss'])} | "
+                f"| {p['minutes']:.0f} | {p['steps']} | {p['audio_hours']:.1f} | {loss_text(p['loss'])} | "
                 + " | ".join(_pct(e.get(s, {}).get("cer")) for s in HELDOUT_NAMES)
                 + " | "
                 + " | ".join(_pct(e.get(s, {}).get("wer")) for s in HELDOUT_NAMES)

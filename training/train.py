@@ -330,10 +330,9 @@ class Round:
                 "state": copy.deepcopy(self.averaged.state_dict()),
                 "eval": evals,
             }
-        loss = "-" if point["loss"] is None else f"{point['loss']:.3f}"
         tqdm.write(
             f"[eval] {point['minutes']:.1f} min, step {self.step}, "
-            f"{point['audio_hours']:.2f} h audio, loss {loss}: "
+            f"{point['audio_hours']:.2f} h audio, loss {export.loss_text(point['loss'])}: "
             + ", ".join(
                 f"{k} CER {100 * v['cer']:.1f}% WER {100 * v['wer']:.1f}%" for k, v in evals.items()
             ),

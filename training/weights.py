@@ -53,7 +53,12 @@ def model_config(first_conv: int = 64) -> Wav2Vec2Config:
 
 def load_weights(model: Wav2Vec2ForCTC, model_dir: Path) -> None:
     """The committed (fp16) weights into a training model, in fp32, weight norm kept."""
-    weights = rename(read_weights(model_dir), model.config, pretraining=False)
+    assign_weights(model, read_weights(model_dir))
+
+
+def assign_weights(model: Wav2Vec2ForCTC, stored: dict[str, torch.Tensor]) -> None:
+    """Weights under their checkpoint names (as stored) into a training model, in fp32."""
+    weights = rename(stored, model.config, pretraining=False)
     model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
 
 

@@ -48,7 +48,8 @@ class ConvLayer(nn.Module):
         self.activation = activation(config.feat_extract_activation)
 
     def forward(self, x: Tensor) -> Tensor:
-        """The whole clip at once (the GPU path; the CPU computes in_pieces)."""
+        """The whole input at once: the GPU's path, and the CPU's for the layers after
+        in_pieces' depth."""
         if self.conv.in_channels == 1:
             # The raw-audio conv as one GEMM over strided windows: same sums, ~1.5x faster on
             # CPU than oneDNN's single-input-channel convolution on a whole clip.
