@@ -10,7 +10,7 @@ no earlier window did; the rest come from `FrontEndCache`.
 
 Only where nothing upstream of a frame looks at the whole window (`reusable`): not with
 per-clip normalisation of the samples (do_normalize), a group-normed first conv (normalised
-over the window's time axis) or int8 (one activation scale per call). The reused frames are
+over the window's time axis) or int8 (a scale per piece computed). The reused frames are
 the same arithmetic on the same samples; the conv library may still pick another algorithm
 for another width, which moves the last bits (tests/test_resume.py).
 """
