@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,11 @@ from service.wav2vec2.config import Wav2Vec2Config
 from service.wav2vec2.heads import Wav2Vec2ForCTC
 from service.wav2vec2.loading import load_model
 from tests.conftest import require_tool
-from training import average, data, export, ship, train
+from training import average, data, errors, export, ship, train
 from training.corpus import Batches, Split
 from training.forward import transcribe
 from training.sentences import RESERVED
-from training.text import greedy
+from training.text import error_rates, greedy
 
 DEMO = Path(service.__file__).parent / "models" / "demo-ctc"
 
@@ -293,3 +294,28 @@ def test_shipping_keeps_what_outlives_the_weights_and_drops_their_scores():
         key = name if "," in name else f"{name}, round {replaced}"
         assert history["longform"][key] == figures
     export.model_card(history)  # renders
+
+
+def test_word_errors_are_told_apart_by_kind():
+    vocabulary = {"ALICE", "ASKED", "ME", "TO", "VERY", "VARY", "DOES", "THE", "DOG"}
+    got = errors.classify("ALICE ASKED ME TO", "ALICEASKED ME TO", vocabulary)
+    assert [k for k, _, _ in got] == ["boundary", "boundary"]
+    got = errors.classify("DOES THE DOG", "DOS THE DOG", vocabulary)
+    assert got == [("non-word", "DOES", "DOS")]
+    got = errors.classify("VERY THE DOG", "VARY DOG ME", vocabulary)
+    assert got == [
+        ("real word", "VERY", "VARY"),
+        ("deleted", "THE", None),
+        ("inserted", None, "ME"),
+    ]
+    assert errors.classify("THE DOG", "THE DOG", vocabulary) == []
+    # every edit is one word error: the counts add up to the WER's numerator
+    refs, hyps = ["ALICE ASKED ME TO", "VERY THE DOG"], ["ALICEASKED ME TO", "VARY DOG ME"]
+    counts = Counter({w: 10 for w in vocabulary} | {"THE": 5_000})
+    r = errors.breakdown(refs, hyps, counts)
+    assert r["errors"] == 5 == round(error_rates(refs, hyps)["wer"] * r["words"])
+    assert r["bands"] == {"0-199": 1, "1,000+": 1}  # VERY and THE (boundary errors aside)
+    card = export.model_card(
+        {"errors": {"weights": "round 9", "training_transcripts": 100, "results": {"natural": r}}}
+    )
+    assert "## Where the greedy word errors are" in card and "| natural | 7 | 5 |" in card

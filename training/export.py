@@ -145,6 +145,40 @@ def _eval_table(evals: dict[str, dict[str, float]]) -> list[str]:
     return rows
 
 
+def _errors_section(e: dict[str, Any]) -> list[str]:
+    """training/errors.py's breakdown of the greedy word errors."""
+    lines = [
+        "",
+        "## Where the greedy word errors are",
+        "",
+        f"{e['weights'].capitalize()} weights, greedy, every utterance of each held-out set "
+        "(`python -m training.errors --write`; its docstring defines the kinds). A non-word is "
+        "a spelling the training transcripts never contain; the last columns count the "
+        "reference words missed (boundary errors aside) by how often the "
+        f"{e['training_transcripts']:,} words of the training transcripts contain them.",
+        "",
+        "| held-out set | words | word errors | boundary | non-word | real word | deleted "
+        "| inserted | missed words heard <200 / 200-999 / 1,000+ times |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in e["results"].items():
+        bands = " / ".join(str(r["bands"].get(b, 0)) for b in ("0-199", "200-999", "1,000+"))
+        kinds = " | ".join(str(v) for v in r["kinds"].values())
+        lines.append(f"| {name} | {r['words']} | {r['errors']} | {kinds} | {bands} |")
+    lines += [
+        "",
+        "Most frequent (reference -> transcript x times, training count of the reference):",
+        "",
+    ]
+    for name, r in e["results"].items():
+        top = ", ".join(
+            f"{a or '-'} -> {b or '-'} x{n}" + ("" if c is None else f" ({c:,})")
+            for a, b, n, c in r["top"]
+        )
+        lines.append(f"- {name}: {top}")
+    return lines
+
+
 def model_card(h: dict[str, Any]) -> str:
     """README.md from training.json: recipe, rounds, held-out scores, learning curves."""
     rounds = h.get("rounds", [])
@@ -272,6 +306,8 @@ def model_card(h: dict[str, Any]) -> str:
             "",
             "This lexicon decoder is a measurement only; the service's decoders are in the table above.",
         ]
+    if h.get("errors"):
+        lines += _errors_section(h["errors"])
     lines += ["", "## Recipe", "", *h.get("recipe", []), ""]
     if data:
         lines += ["## Data", "", *data.get("description", []), ""]

@@ -5,10 +5,11 @@ the committed ones, the rest of service/models/demo-ctc stays.
 
 What stays: the LM (language_model/, alphabet.json), config.json (it names the service's
 window shape for this model), the tokenizer files, and the parts of training.json that say
-which weights they measured (the report-only lexicon table, the window sweep). Long-audio
-figures move to "<decoder>, round K" entries, K the round being replaced. Scores that belong
-to the weights (decoders table, int8 and bf16 checks) are dropped; the commands that measure
-them again are printed, and the card is rendered from the merged record.
+which weights they measured (the report-only lexicon table, the window sweep, the word-error
+breakdown). Long-audio figures move to "<decoder>, round K" entries, K the round being
+replaced. Scores that belong to the weights (decoders table, int8 and bf16 checks) are
+dropped; the commands that measure them again are printed, and the card is rendered from the
+merged record.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from training import export
 
 FROM_CANDIDATE = ("rounds", "parameters", "layers", "recipe", "data", "fp16_check")
-KEPT = ("lexicon", "longform_windows")  # each names the weights it measured
+KEPT = ("lexicon", "longform_windows", "errors")  # each names the weights it measured
 REMEASURE = [
     "python -m training.export --check service/models/demo-ctc",
     "python -m training.longform --recordings 8 --write",
@@ -29,6 +30,7 @@ REMEASURE = [
     "python -m training.int8_check --write",
     "python -m training.int8_check --dtype bfloat16 --write",
     "python benchmarks/bench_lm.py --threads 1 --n 200 --speed-n 0 --write",
+    "python -m training.errors --write",
 ]
 
 
