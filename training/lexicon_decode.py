@@ -232,6 +232,7 @@ def main() -> None:
         history = json.loads((args.model / "training.json").read_text())
         history["lexicon"] = {
             "description": (
+                f"Round-{history['rounds'][-1]['round']} weights. "
                 f"CTC prefix beam search (width {args.width}) constrained to the "
                 f"{len(vocab):,} words of the training transcripts, with an add-one word "
                 "unigram or an interpolated bigram (0.5 bigram + 0.5 unigram) counted on them; "
