@@ -165,6 +165,9 @@ def test_a_round_from_scratch_trains_evaluates_and_exports_then_warm_rounds_and_
     )
     rounds = json.loads((warm / "training.json").read_text())["rounds"]
     assert len(rounds) == 2 and rounds[-1]["curve"][0]["loss"] is None
+    # Its last weights too, best or not: a next round can go on from them.
+    last = load_model(str(warm / "last"))
+    assert last.config.num_hidden_layers == 4 and last.tokenizer is not None
 
     # The two rounds' mean: fp16 weights averaged, scored, recorded as a third round.
     soup = tmp_path / "soup"

@@ -6,8 +6,8 @@
 A round warm-starts from the weights committed in service/models/demo-ctc (no optimizer
 state, short warmup) unless --from-scratch. Every --export-every minutes and at the end it
 exports the best checkpoint so far (by mean held-out CER) to RUN/export, a complete model
-directory with its card; copying that directory over service/models/demo-ctc and committing
-it is what makes the round count.
+directory with its card (and at the end the last weights to RUN/last); training.ship copies
+RUN/export into service/models/demo-ctc, and committing it is what makes the round count.
 """
 
 from __future__ import annotations
@@ -352,7 +352,10 @@ class Round:
         (self.args.run / "training.json").write_text(json.dumps(self.history, indent=1))
 
     def finish(self) -> None:
-        """The best weights, scored on the whole held-out sets, in fp32 and after fp16."""
+        """The best weights, scored on the whole held-out sets, in fp32 and after fp16; the
+        last ones saved as they are to RUN/last, so that a next round can go on from them
+        (`--init RUN/last`) where no checkpoint beat the start (round 10's grown model)."""
+        export.save(self.averaged, self.config, self.args.run / "last", self.history)
         model, n = self.model, self.args.final_eval_n
         model.load_state_dict(self.best["state"])
         hyps32: list[str] = []
