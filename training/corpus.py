@@ -17,6 +17,15 @@ from training.data import SAMPLE_RATE
 PAUSE_SECONDS = (0.3, 1.5)  # between sentences of a joined recording
 
 
+def transcripts(data_dir: Path) -> list[str]:
+    """Every training utterance's text, shard by shard (what the model heard spelled)."""
+    return [
+        u["text"]
+        for f in sorted(data_dir.glob("train-*.json"))
+        for u in json.loads(f.read_text())["utterances"]
+    ]
+
+
 @dataclass
 class Split:
     """Utterances of one or more shards: audio stays in the memory-mapped int16 files."""

@@ -29,7 +29,7 @@ import torch
 
 from service.wav2vec2.loading import load_model
 from training import export
-from training.corpus import Split
+from training.corpus import Split, transcripts
 from training.data import DATA_DIR, HELDOUT_SETS
 from training.forward import transcribe
 
@@ -127,12 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--write", action="store_true", help="record in the model's card")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    counts: Counter[str] = Counter(
-        w
-        for f in sorted(args.data.glob("train-*.json"))
-        for u in json.loads(f.read_text())["utterances"]
-        for w in u["text"].upper().split()
-    )
+    counts = Counter(w for t in transcripts(args.data) for w in t.upper().split())
     model = load_model(str(args.model), device="cpu", dtype="float32").model
     results = {}
     for name in HELDOUT_SETS:

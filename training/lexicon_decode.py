@@ -24,7 +24,7 @@ import torch
 
 from service.wav2vec2.loading import load_model
 from training import export
-from training.corpus import Split
+from training.corpus import Split, transcripts
 from training.data import DATA_DIR, HELDOUT_SETS
 from training.forward import transcribe
 from training.text import BLANK, DELIMITER, encode, error_rates, greedy
@@ -166,11 +166,7 @@ def main() -> None:
     torch.set_num_threads(2)
 
     loaded = load_model(str(args.model), device="cpu", dtype="float32")
-    train_texts = [
-        t
-        for f in sorted(args.data.glob("train-*.json"))
-        for t in (u["text"] for u in json.loads(f.read_text())["utterances"])
-    ]
+    train_texts = transcripts(args.data)
     sets = {k: Split.load(args.data, [f"heldout-{k}"]) for k in HELDOUT_SETS}
     logps, refs = {}, {}
     with torch.no_grad():
