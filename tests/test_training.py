@@ -48,6 +48,30 @@ def test_pauses_leave_the_other_draws_as_version_1_made_them(monkeypatch):
     assert [dataclasses.replace(u, pause_word=0, pause_s=0.0) for u in with_pauses] == without
 
 
+def test_frequent_shards_hear_common_words_more_and_change_no_other_split():
+    heldout = {
+        u.text for k in data.HELDOUT_SETS for u in data.plan_split(f"heldout-{k}", 200, 0, RESERVED)
+    }
+    uniform = data.plan_split("train-00002", 600, 0, RESERVED | heldout)
+    frequent = data.plan_split(f"{data.FREQUENT_PREFIX}00002", 600, 0, RESERVED | heldout)
+    assert not {u.text for u in frequent} & (heldout | RESERVED)
+    assert {u.kind for u in uniform} == {"random", "natural"}
+    assert {u.kind for u in frequent} == {"frequent", "natural"}
+
+    def count(plan, kind):
+        return Counter(w for u in plan if u.kind == kind for w in u.text.split())
+
+    ours, theirs = count(frequent, "frequent"), count(uniform, "random")
+    words = sum(ours.values())
+    # The uniform draw hears THE and TREATY alike; the frequent one THE far more often, and
+    # still a good part of the list's tail.
+    assert ours["the"] > 20 * max(1, theirs["the"]) and ours["the"] < 0.1 * words
+    assert len(ours) > 1000
+    # Like every split, planned from its name, size and seed alone (rebuilt the same anywhere).
+    same = data.plan_split(f"{data.FREQUENT_PREFIX}00002", 600, 0, RESERVED | heldout)
+    assert same == frequent
+
+
 def test_a_paused_utterance_holds_its_silence():
     require_tool("espeak-ng")
     u = next(u for u in data.plan_split("train-00000", 50, 0, RESERVED) if u.pause_word)

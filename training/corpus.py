@@ -36,13 +36,14 @@ class Split:
     length: np.ndarray
     texts: list[str]
     paused: int = 0  # utterances with a pause between two words (corpus version 2)
+    frequent: int = 0  # random sequences drawn by word frequency (frequent-word shards)
     # Samples of silence the renderer put before and after each utterance's speech.
     lead: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     tail: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @staticmethod
     def load(data_dir: Path, names: list[str]) -> Split:
-        audio, shard, offset, length, texts, paused = [], [], [], [], [], 0
+        audio, shard, offset, length, texts, paused, frequent = [], [], [], [], [], 0, 0
         lead, tail = [], []
         for k, name in enumerate(names):
             meta = json.loads((data_dir / f"{name}.json").read_text())["utterances"]
@@ -52,6 +53,7 @@ class Split:
             length += [m["length"] for m in meta]
             texts += [m["text"] for m in meta]
             paused += sum(bool(m.get("pause_word")) for m in meta)
+            frequent += sum(m.get("kind") == "frequent" for m in meta)
             lead += [int(m.get("lead_s", 0) * SAMPLE_RATE) for m in meta]
             tail += [int(m.get("tail_s", 0) * SAMPLE_RATE) for m in meta]
         return Split(
@@ -61,6 +63,7 @@ class Split:
             np.array(length),
             texts,
             paused,
+            frequent,
             np.array(lead),
             np.array(tail),
         )

@@ -14,6 +14,12 @@ Corpus versions: 1 (rounds 1-3) single phrases with 0-0.5 s of silence at the en
 heard a pause inside an utterance emits only blanks across one, so the tokenizer glues the
 words either side of it together ("WORLDMY" for "world. My"), as round 3 did on multi-sentence
 audio (benchmarks/bench_stream.py, offline row). Held-out sets have no inner pauses either way.
+
+Frequent-word shards (`train-frequent-00000`..., `--frequent-shards`, from round 11) are planned
+like the others except that their random sequences draw words by English frequency, tempered
+(`sentences.frequent_sequence`): in the uniform draw OR, WHEN and DOES were heard about 100 times
+in 93 h and round 9 spelled them ORE, WEN and DOS. The first shards and the held-out sets are
+unchanged; the training loop reads every `train-*` split.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from training.sentences import RESERVED, natural_sentence, random_sequence
+from training.sentences import RESERVED, frequent_sequence, natural_sentence, random_sequence
 
 SAMPLE_RATE = 16_000
 DATA_DIR = Path(__file__).parent / "data"
@@ -67,6 +73,7 @@ NOISY_FRACTION = 0.6
 CORPUS_VERSION = 2
 PAUSE_FRACTION = 0.25  # of training utterances (version 2)
 PAUSE_SECONDS = (0.3, 1.5)
+FREQUENT_PREFIX = "train-frequent-"
 
 
 @cache
@@ -115,20 +122,21 @@ def plan_split(name: str, n: int, seed: int, exclude: set[str]) -> list[Utteranc
     rng = _rng(seed, name)
     kind = name.removeprefix("heldout-")
     variants = HELDOUT_VARIANTS if kind == "voices" else seen_variants()
+    sequence = frequent_sequence if name.startswith(FREQUENT_PREFIX) else random_sequence
     out: list[Utterance] = []
     texts: set[str] = set()
     while len(out) < n:
         natural = kind == "natural" or (
             kind not in HELDOUT_SETS[:2] and rng.random() < NATURAL_FRACTION
         )
-        text = natural_sentence(rng, heldout=kind == "natural") if natural else random_sequence(rng)
+        text = natural_sentence(rng, heldout=kind == "natural") if natural else sequence(rng)
         if text in exclude or text in texts:
             continue
         texts.add(text)
         out.append(
             Utterance(
                 text=text,
-                kind="natural" if natural else "random",
+                kind="natural" if natural else sequence.__name__.removesuffix("_sequence"),
                 voice=VOICES[int(rng.integers(len(VOICES)))],
                 variant=variants[int(rng.integers(len(variants)))],
                 speed=int(rng.integers(120, 231)),
@@ -226,6 +234,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", type=Path, default=DATA_DIR)
     p.add_argument("--train-shards", type=int, default=24)
+    p.add_argument(
+        "--frequent-shards", type=int, default=0, help="shards of frequency-drawn sequences"
+    )
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--heldout-size", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
@@ -241,7 +252,10 @@ def main() -> None:
     jobs = [(args.out, name, plan) for name, plan in heldout.items()]
     jobs += [
         (args.out, name, plan_split(name, args.shard_size, args.seed, exclude))
-        for name in (f"train-{i:05d}" for i in range(args.train_shards))
+        for name in (
+            *(f"train-{i:05d}" for i in range(args.train_shards)),
+            *(f"{FREQUENT_PREFIX}{i:05d}" for i in range(args.frequent_shards)),
+        )
     ]
     # Held-out sets are the same in every version; training shards are redone when older.
     todo = [

@@ -7,6 +7,7 @@ import argparse
 from service.wav2vec2.config import Wav2Vec2Config
 from training.corpus import Split
 from training.data import HELDOUT_VARIANTS, VOICES, seen_variants
+from training.sentences import FREQUENCY_EXPONENT
 from training.text import VOCAB
 
 
@@ -59,6 +60,16 @@ def data_description(train: Split) -> list[str]:
                 "training utterances (corpus version 2; rounds 1-3 had none)."
             ]
             if train.paused
+            else []
+        ),
+        *(
+            [
+                f"- {train.frequent:,} of the random sequences (frequent-word shards, from round "
+                "11) draw their words by English frequency to the power "
+                f"{FREQUENCY_EXPONENT:g} instead of uniformly, so common words (OR, WHEN, DOES) "
+                "are heard far more often than rare ones."
+            ]
+            if train.frequent
             else []
         ),
         "- Held-out sets of 200 utterances each: natural (sentence templates never trained on, "

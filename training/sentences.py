@@ -64,8 +64,32 @@ def common_words(n: int = 5000) -> tuple[str, ...]:
 def random_sequence(rng: np.random.Generator) -> str:
     """1-12 words drawn uniformly from the common-word list (short ones a little more often)."""
     words = common_words()
-    n = int(rng.integers(1, 4)) if rng.random() < 0.15 else int(rng.integers(3, 13))
+    n = _sequence_length(rng)
     return " ".join(words[i] for i in rng.integers(0, len(words), n))
+
+
+# Exponent on a word's English frequency when drawing a frequent sequence: 1 would be running
+# text (THE every 20 words), 0 the uniform draw, which lets OR, WHEN and DOES be heard no more
+# often than TREATY (about 100 times in 93 h), and the model spells them from their sound.
+FREQUENCY_EXPONENT = 0.6
+
+
+@cache
+def _word_weights() -> np.ndarray:
+    import wordfreq
+
+    f = np.array([wordfreq.word_frequency(w, "en") for w in common_words()]) ** FREQUENCY_EXPONENT
+    return f / f.sum()
+
+
+def frequent_sequence(rng: np.random.Generator) -> str:
+    """1-12 common words drawn by their English frequency, tempered (FREQUENCY_EXPONENT)."""
+    words, p = common_words(), _word_weights()
+    return " ".join(words[i] for i in rng.choice(len(words), _sequence_length(rng), p=p))
+
+
+def _sequence_length(rng: np.random.Generator) -> int:
+    return int(rng.integers(1, 4)) if rng.random() < 0.15 else int(rng.integers(3, 13))
 
 
 # --- Natural templates -------------------------------------------------------------------------
