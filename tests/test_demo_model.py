@@ -85,7 +85,7 @@ def test_transcribes_unseen_espeak_sentences(demo: LoadedModel) -> None:
 
 
 def test_hello_world() -> None:
-    """Served as it ships (its LM decodes by default; greedy alone spells "HELLOW WORLD")."""
+    """Served as it ships (its LM decodes by default)."""
     from service.audio import Audio
     from service.build import build_model
     from service.settings import Settings

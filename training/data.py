@@ -15,7 +15,7 @@ heard a pause inside an utterance emits only blanks across one, so the tokenizer
 words either side of it together ("WORLDMY" for "world. My"), as round 3 did on multi-sentence
 audio (benchmarks/bench_stream.py, offline row). Held-out sets have no inner pauses either way.
 
-Frequent-word shards (`train-frequent-00000`..., `--frequent-shards`, from round 11) are planned
+Frequent-word shards (`train-frequent-00000`..., `--frequent-shards`, from round 10) are planned
 like the others except that their random sequences draw words by English frequency, tempered
 (`sentences.frequent_sequence`): in the uniform draw OR, WHEN and DOES were heard about 100 times
 in 93 h and round 9 spelled them ORE, WEN and DOS. The first shards and the held-out sets are

@@ -65,7 +65,7 @@ def data_description(train: Split) -> list[str]:
         *(
             [
                 f"- {train.frequent:,} of the random sequences (frequent-word shards, from round "
-                "11) draw their words by English frequency to the power "
+                "10) draw their words by English frequency to the power "
                 f"{FREQUENCY_EXPONENT:g} instead of uniformly, so common words (OR, WHEN, DOES) "
                 "are heard far more often than rare ones."
             ]
