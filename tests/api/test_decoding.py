@@ -26,6 +26,8 @@ EXAMPLES = Path(__file__).parents[2] / "examples"
 HAVE_LM = (DEMO / "language_model").is_dir()
 # What was said (training/examples.py); the shipped LM gets both right.
 LM_TEXT = {"hello_world": "HELLO WORLD", "weather": "THE WEATHER IS NICE TODAY"}
+# The examples greedy misspells (round 10: WETHER; it says HELLO WORLD right since round 10).
+GREEDY_MISSES = ("weather",)
 
 
 @cache
@@ -39,7 +41,7 @@ def logits_of(name: str) -> np.ndarray:
 @cache
 def greedy_text(name: str) -> str:
     """The demo model's argmax spelling of examples/NAME.wav, computed here, not over the API.
-    Greedy spells by ear and misses a word of each of LM_TEXT's examples, which is what the
+    Greedy spells by ear and misses a word of GREEDY_MISSES' examples, which is what the
     LM and hotword tests below rely on (checked in test_greedy_misses_what_the_lm_fixes)."""
     model = load_model(str(DEMO), device="cpu", dtype="float32")
     return transcript(logits_of(name), model.tokenizer, model.frame_seconds)[0]
@@ -92,14 +94,14 @@ async def test_default_is_beam_with_the_lm(demo):
 
 
 async def test_greedy_misses_what_the_lm_fixes():
-    """The premise of the tests below: greedy gets a word of each example wrong."""
-    for name, said in LM_TEXT.items():
-        assert greedy_text(name) != said, name
+    """The premise of the tests below: greedy gets a word of these examples wrong."""
+    for name in GREEDY_MISSES:
+        assert greedy_text(name) != LM_TEXT[name], name
 
 
 async def test_greedy_on_request_gives_the_argmax_text(demo):
-    r = await transcribe(demo, decoder="greedy")
-    assert r.json()["text"] == greedy_text("hello_world") != LM_TEXT["hello_world"]
+    r = await transcribe(demo, "weather", decoder="greedy")
+    assert r.json()["text"] == greedy_text("weather") != LM_TEXT["weather"]
     assert float(r.headers["x-decode-time"]) >= 0  # greedy's time counts too
     files = {"file": ("hello_world.wav", example("hello_world"), "audio/wav")}
     by_query = await demo.client.post("/v1/transcribe?decoder=greedy", files=files)
