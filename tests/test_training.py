@@ -48,7 +48,7 @@ def test_pauses_leave_the_other_draws_as_version_1_made_them(monkeypatch):
     assert [dataclasses.replace(u, pause_word=0, pause_s=0.0) for u in with_pauses] == without
 
 
-def test_frequent_shards_hear_common_words_more_and_change_no_other_split():
+def test_frequent_shards_hear_common_words_more_and_keep_out_the_held_out_sentences():
     heldout = {
         u.text for k in data.HELDOUT_SETS for u in data.plan_split(f"heldout-{k}", 200, 0, RESERVED)
     }

@@ -122,7 +122,10 @@ def plan_split(name: str, n: int, seed: int, exclude: set[str]) -> list[Utteranc
     rng = _rng(seed, name)
     kind = name.removeprefix("heldout-")
     variants = HELDOUT_VARIANTS if kind == "voices" else seen_variants()
-    sequence = frequent_sequence if name.startswith(FREQUENT_PREFIX) else random_sequence
+    frequent = name.startswith(FREQUENT_PREFIX)
+    sequence, sequence_kind = (
+        (frequent_sequence, "frequent") if frequent else (random_sequence, "random")
+    )
     out: list[Utterance] = []
     texts: set[str] = set()
     while len(out) < n:
@@ -136,7 +139,7 @@ def plan_split(name: str, n: int, seed: int, exclude: set[str]) -> list[Utteranc
         out.append(
             Utterance(
                 text=text,
-                kind="natural" if natural else sequence.__name__.removesuffix("_sequence"),
+                kind="natural" if natural else sequence_kind,
                 voice=VOICES[int(rng.integers(len(VOICES)))],
                 variant=variants[int(rng.integers(len(variants)))],
                 speed=int(rng.integers(120, 231)),
