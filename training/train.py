@@ -354,7 +354,8 @@ class Round:
     def finish(self) -> None:
         """The best weights, scored on the whole held-out sets, in fp32 and after fp16; the
         last ones saved as they are to RUN/last, so that a next round can go on from them
-        (`--init RUN/last`) where no checkpoint beat the start (round 10's grown model)."""
+        (`--init RUN/last`) where no checkpoint beat the start (the unshipped 12-layer round 10,
+        training/checkpoints/round10-grown-12-layers)."""
         export.save(self.averaged, self.config, self.args.run / "last", self.history)
         model, n = self.model, self.args.final_eval_n
         model.load_state_dict(self.best["state"])
