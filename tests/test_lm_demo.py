@@ -18,9 +18,11 @@ from training.text import edit_distance
 DEMO = Path(service.__file__).parent / "models" / "demo-ctc"
 EXAMPLES = Path(__file__).parents[1] / "examples"
 SAID = {stem: text.upper() for stem, (text, *_) in examples.EXAMPLES.items()}
-# Greedy misspells a word of these examples (round 10: CALL ME BARK, WETHER, LASY DOG; it says
-# HELLO WORLD right since round 10); the LM puts all three right.
-FIXED_BY_THE_LM = ("call_me_back", "quick_brown_fox", "weather")
+# Greedy misspells a word of these examples (round 11: LASY DOG, WETHER ... TORDAY; it says
+# HELLO WORLD right since round 10); the LM puts both right. Not call_me_back: round 11 glues
+# BACK AFTER into BARKAFTER, and the beam search scores words between the delimiters the model
+# emits, so it cannot split a word the acoustics never separated.
+FIXED_BY_THE_LM = ("quick_brown_fox", "weather")
 
 
 @pytest.fixture(scope="module")
