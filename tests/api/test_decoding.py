@@ -26,7 +26,7 @@ EXAMPLES = Path(__file__).parents[2] / "examples"
 HAVE_LM = (DEMO / "language_model").is_dir()
 # What was said (training/examples.py); the shipped LM gets both right.
 LM_TEXT = {"hello_world": "HELLO WORLD", "weather": "THE WEATHER IS NICE TODAY"}
-# The examples greedy misspells (round 10: WETHER; it says HELLO WORLD right since round 10).
+# The examples greedy misspells (round 11: WETHER ... TORDAY; HELLO WORLD is right since round 10).
 GREEDY_MISSES = ("weather",)
 
 
