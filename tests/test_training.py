@@ -21,7 +21,7 @@ from service.wav2vec2.config import Wav2Vec2Config
 from service.wav2vec2.heads import Wav2Vec2ForCTC
 from service.wav2vec2.loading import load_model
 from tests.conftest import require_tool
-from training import average, data, errors, export, ship, train
+from training import average, data, errors, export, sentences, ship, train
 from training.corpus import Batches, Split
 from training.forward import transcribe
 from training.sentences import RESERVED
@@ -70,6 +70,42 @@ def test_frequent_shards_hear_common_words_more_and_keep_out_the_held_out_senten
     # Like every split, planned from its name, size and seed alone (rebuilt the same anywhere).
     same = data.plan_split(f"{data.FREQUENT_PREFIX}00002", 600, 0, RESERVED | heldout)
     assert same == frequent
+
+
+def test_connected_shards_put_function_words_side_by_side_but_never_a_held_out_shape():
+    heldout = {
+        u.text for k in data.HELDOUT_SETS for u in data.plan_split(f"heldout-{k}", 200, 0, RESERVED)
+    }
+    frequent = data.plan_split(f"{data.FREQUENT_PREFIX}00003", 600, 0, RESERVED | heldout)
+    connected = data.plan_split(f"{data.CONNECTED_PREFIX}00003", 600, 0, RESERVED | heldout)
+    assert {u.kind for u in connected} == {"connected", "natural"}
+    assert not {u.text for u in connected} & (heldout | RESERVED)
+
+    def pairs(plan, kind):
+        return Counter(
+            pair
+            for u in plan
+            if u.kind == kind
+            for pair in zip(u.text.split(), u.text.split()[1:], strict=False)
+        )
+
+    ours, theirs = pairs(connected, "connected"), pairs(frequent, "frequent")
+    function = {w for words in sentences._FUNCTION.values() for w in words.split()}
+
+    def share(counts):
+        both = sum(n for (a, b), n in counts.items() if a in function and b in function)
+        return both / sum(counts.values())
+
+    # Function word beside function word: chance in the frequency draw, the rule here.
+    assert share(ours) > 2 * share(theirs)
+    assert ours["me", "to"] > 3 * max(1, theirs["me", "to"])
+    # Content words still come from the whole list, so contexts vary.
+    assert len({w for u in connected if u.kind == "connected" for w in u.text.split()}) > 800
+    trigrams = sentences.heldout_trigrams()
+    assert "asked me to" in trigrams and "time does the" in trigrams
+    texts = [u.text for u in connected if u.kind == "connected"]
+    assert not [t for t in texts for g in trigrams if g in t]
+    assert data.plan_split(f"{data.CONNECTED_PREFIX}00003", 600, 0, RESERVED | heldout) == connected
 
 
 def test_a_paused_utterance_holds_its_silence():

@@ -37,6 +37,7 @@ class Split:
     texts: list[str]
     paused: int = 0  # utterances with a pause between two words (corpus version 2)
     frequent: int = 0  # random sequences drawn by word frequency (frequent-word shards)
+    connected: int = 0  # function-word chunk sequences (connected shards)
     # Samples of silence the renderer put before and after each utterance's speech.
     lead: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     tail: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -44,6 +45,7 @@ class Split:
     @staticmethod
     def load(data_dir: Path, names: list[str]) -> Split:
         audio, shard, offset, length, texts, paused, frequent = [], [], [], [], [], 0, 0
+        connected = 0
         lead, tail = [], []
         for k, name in enumerate(names):
             meta = json.loads((data_dir / f"{name}.json").read_text())["utterances"]
@@ -54,6 +56,7 @@ class Split:
             texts += [m["text"] for m in meta]
             paused += sum(bool(m.get("pause_word")) for m in meta)
             frequent += sum(m.get("kind") == "frequent" for m in meta)
+            connected += sum(m.get("kind") == "connected" for m in meta)
             lead += [int(m.get("lead_s", 0) * SAMPLE_RATE) for m in meta]
             tail += [int(m.get("tail_s", 0) * SAMPLE_RATE) for m in meta]
         return Split(
@@ -64,6 +67,7 @@ class Split:
             texts,
             paused,
             frequent,
+            connected,
             np.array(lead),
             np.array(tail),
         )

@@ -20,6 +20,11 @@ like the others except that their random sequences draw words by English frequen
 (`sentences.frequent_sequence`): in the uniform draw OR, WHEN and DOES were heard about 100 times
 in 93 h and round 9 spelled them ORE, WEN and DOS. The first shards and the held-out sets are
 unchanged; the training loop reads every `train-*` split.
+
+Connected shards (`train-connected-00000`..., `--connected-shards`, from round 12) replace the
+random sequences with function-word chunks between frequency-drawn words
+(`sentences.connected_sequence`): round 11 had heard ME before TO or WHEN before THE only by
+chance, and spelled them METER and WEN in connected speech.
 """
 
 from __future__ import annotations
@@ -39,7 +44,13 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from training.sentences import RESERVED, frequent_sequence, natural_sentence, random_sequence
+from training.sentences import (
+    RESERVED,
+    connected_sequence,
+    frequent_sequence,
+    natural_sentence,
+    random_sequence,
+)
 
 SAMPLE_RATE = 16_000
 DATA_DIR = Path(__file__).parent / "data"
@@ -74,6 +85,7 @@ CORPUS_VERSION = 2
 PAUSE_FRACTION = 0.25  # of training utterances (version 2)
 PAUSE_SECONDS = (0.3, 1.5)
 FREQUENT_PREFIX = "train-frequent-"
+CONNECTED_PREFIX = "train-connected-"
 
 
 @cache
@@ -122,10 +134,12 @@ def plan_split(name: str, n: int, seed: int, exclude: set[str]) -> list[Utteranc
     rng = _rng(seed, name)
     kind = name.removeprefix("heldout-")
     variants = HELDOUT_VARIANTS if kind == "voices" else seen_variants()
-    frequent = name.startswith(FREQUENT_PREFIX)
-    sequence, sequence_kind = (
-        (frequent_sequence, "frequent") if frequent else (random_sequence, "random")
-    )
+    if name.startswith(FREQUENT_PREFIX):
+        sequence, sequence_kind = frequent_sequence, "frequent"
+    elif name.startswith(CONNECTED_PREFIX):
+        sequence, sequence_kind = connected_sequence, "connected"
+    else:
+        sequence, sequence_kind = random_sequence, "random"
     out: list[Utterance] = []
     texts: set[str] = set()
     while len(out) < n:
@@ -240,6 +254,9 @@ def main() -> None:
     p.add_argument(
         "--frequent-shards", type=int, default=0, help="shards of frequency-drawn sequences"
     )
+    p.add_argument(
+        "--connected-shards", type=int, default=0, help="shards of function-word chunk sequences"
+    )
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--heldout-size", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
@@ -258,6 +275,7 @@ def main() -> None:
         for name in (
             *(f"train-{i:05d}" for i in range(args.train_shards)),
             *(f"{FREQUENT_PREFIX}{i:05d}" for i in range(args.frequent_shards)),
+            *(f"{CONNECTED_PREFIX}{i:05d}" for i in range(args.connected_shards)),
         )
     ]
     # Held-out sets are the same in every version; training shards are redone when older.

@@ -72,6 +72,16 @@ def data_description(train: Split) -> list[str]:
             if train.frequent
             else []
         ),
+        *(
+            [
+                f"- {train.connected:,} sequences (connected shards, from round 12) alternate "
+                "chunks of function words (ME TO, WHEN THE, DOES IT, ...) with 1-2 "
+                "frequency-drawn words, so function words are heard beside each other in "
+                "connected speech; no three words in a row of a held-out template."
+            ]
+            if train.connected
+            else []
+        ),
         "- Held-out sets of 200 utterances each: natural (sentence templates never trained on, "
         "seen voices), random (random word sequences, seen voices), voices (variants never "
         "trained on).",

@@ -88,6 +88,84 @@ def frequent_sequence(rng: np.random.Generator) -> str:
     return " ".join(words[i] for i in rng.choice(len(words), _sequence_length(rng), p=p))
 
 
+# --- Connected function words (from round 12) -------------------------------------------------
+
+# Round 11 heard its function words mostly beside random content words: the frequency draw puts
+# ME next to TO, or WHEN before THE, only by chance, and in connected speech espeak-ng reduces and
+# joins them ("me to" said as METER). These sequences alternate short chunks of function words,
+# built from the generic clause pieces below, with 1-2 frequency-drawn words between them.
+_FUNCTION = {
+    "subj": "i you we they he she it people",
+    "obj": "me you him her us them it",
+    "aux": "will can could would should might must do does did is are was were has have had",
+    "prep": "to of in on at for with from by about after before into over under like",
+    "det": "the a this that my your his her our their some every",
+    "wh": "when where what why how who which",
+    "conj": "and but or so because if than",
+}
+_CHUNKS = (
+    "{subj} {aux}",
+    "{subj} {aux} not",
+    "{aux} {subj}",
+    "{aux} {det}",
+    "{prep} {det}",
+    "{prep} {obj}",
+    "{obj} to",
+    "{obj} {prep} {det}",
+    "to {det}",
+    "to",
+    "{wh} {subj}",
+    "{wh} {aux} {subj}",
+    "{wh} {aux} {det}",
+    "{wh} {det}",
+    "{conj} {subj}",
+    "{conj} {det}",
+    "{conj} {wh} {subj}",
+    "{obj} {wh} {subj}",
+    "{obj} {wh} {det}",
+    "{det}",
+    "{prep}",
+    "{obj}",
+)
+
+
+@cache
+def heldout_trigrams() -> frozenset[str]:
+    """Three words in a row that a held-out template fixes ("asked me to", "time does the"):
+    connected sequences never contain one, so the held-out shapes stay unheard."""
+    out = set()
+    for template in HELDOUT_TEMPLATES:
+        for run in re.split(r"\{\w+\}", template):
+            words = run.split()
+            out.update(" ".join(words[i : i + 3]) for i in range(len(words) - 2))
+    return frozenset(out)
+
+
+def connected_sequence(rng: np.random.Generator) -> str:
+    """3-14 words: function-word chunks (`_CHUNKS`) alternating with 1-2 frequency-drawn words."""
+    words, p = common_words(), _word_weights()
+    while True:
+        n, out = int(rng.integers(3, 15)), []
+        chunk_next = rng.random() < 0.6
+        while len(out) < n:
+            if chunk_next:
+                chunk = _CHUNKS[int(rng.integers(len(_CHUNKS)))]
+                out += re.sub(
+                    r"\{(\w+)\}", lambda m: _choice(rng, _FUNCTION[m.group(1)]), chunk
+                ).split()
+            else:
+                out += [words[i] for i in rng.choice(len(words), int(rng.integers(1, 3)), p=p)]
+            chunk_next = not chunk_next
+        text = " ".join(out[:n])
+        if not any(t in text for t in heldout_trigrams()):
+            return text
+
+
+def _choice(rng: np.random.Generator, options: str) -> str:
+    choices = options.split()
+    return choices[int(rng.integers(len(choices)))]
+
+
 def _sequence_length(rng: np.random.Generator) -> int:
     return int(rng.integers(1, 4)) if rng.random() < 0.15 else int(rng.integers(3, 13))
 
