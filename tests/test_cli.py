@@ -16,7 +16,7 @@ from service import cli
 from service.audio import decode_audio, encode_wav
 from service.engine import Engine
 from service.wav2vec2.loading import load_model
-from tests.api.test_decoding import LM_TEXT, greedy_text, misheard
+from tests.api.test_decoding import HEARD, LM_TEXT, SAID, greedy_text, misheard
 from tests.checkpoints import speech_like
 
 
@@ -130,24 +130,24 @@ def test_predict_in_process_batches_windows_and_keeps_input_order(checkpoints, t
 
 DEMO_LM = Path(__file__).parents[1] / "service" / "models" / "demo-ctc" / "language_model"
 HELLO = str(Path(__file__).parents[1] / "examples" / "hello_world.wav")
-WEATHER = str(Path(__file__).parents[1] / "examples" / "weather.wav")
+HEARD_CLIP = str(Path(__file__).parents[1] / "examples" / f"{HEARD}.wav")
 
 
 @pytest.mark.skipif(not DEMO_LM.is_dir(), reason="the demo model with its LM is not here")
 def test_decoding_flags(capsys):
     """No flag: the demo model's beam+LM; --decoder greedy: the argmax text; --hotwords keeps
     the word as greedy heard it, which the LM alone corrects."""
-    heard = misheard("weather")
+    heard = misheard(HEARD)
     texts = []
     for clip, flags in (
         (HELLO, []),
         (HELLO, ["--decoder", "greedy"]),
-        (WEATHER, ["--beam-width", "16", "--hotwords", heard]),
+        (HEARD_CLIP, ["--beam-width", "16", "--hotwords", heard]),
     ):
         assert cli.main(["predict", "--no-progress", "--device", "cpu", clip, *flags]) == 0
         texts.append(json.loads(capsys.readouterr().out)["text"])
     assert texts[:2] == [LM_TEXT["hello_world"], greedy_text("hello_world")]
-    assert heard in texts[2].split() and heard not in LM_TEXT["weather"].split()
+    assert heard in texts[2].split() and heard not in SAID[HEARD].split()
 
 
 @pytest.mark.parametrize(

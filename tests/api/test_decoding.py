@@ -25,9 +25,18 @@ DEMO = MODELS_DIR / DEFAULT_MODEL_NAME
 EXAMPLES = Path(__file__).parents[2] / "examples"
 HAVE_LM = (DEMO / "language_model").is_dir()
 # What was said (training/examples.py); the shipped LM gets both right.
-LM_TEXT = {"hello_world": "HELLO WORLD", "weather": "THE WEATHER IS NICE TODAY"}
-# The examples greedy misspells (round 11: WETHER ... TORDAY; HELLO WORLD is right since round 10).
-GREEDY_MISSES = ("weather",)
+LM_TEXT = {
+    "hello_world": "HELLO WORLD",
+    "quick_brown_fox": "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG",
+}
+# The example greedy misspells and the LM fixes (round 12: LASYD OG; HELLO WORLD is right since
+# round 10). Not weather.wav since round 12: greedy says WETHER and the LM makes it WHETHER.
+MISSED = "quick_brown_fox"
+# The hotword tests' example: greedy's WETHER is a word of its own there, where a hotword LASYD
+# leads the search into LASYDOG (the hotword lifts the prefix of a longer unknown word).
+HEARD = "weather"
+SAID = {**LM_TEXT, HEARD: "THE WEATHER IS NICE TODAY"}
+GREEDY_MISSES = (MISSED,)
 
 
 @cache
@@ -48,8 +57,8 @@ def greedy_text(name: str) -> str:
 
 
 def misheard(name: str) -> str:
-    """The first word of LM_TEXT[name] that greedy spells otherwise, as greedy spells it."""
-    pairs = zip(greedy_text(name).split(), LM_TEXT[name].split())
+    """The first word of SAID[name] that greedy spells otherwise, as greedy spells it."""
+    pairs = zip(greedy_text(name).split(), SAID[name].split())
     return next(heard for heard, said in pairs if heard != said)
 
 
@@ -100,8 +109,8 @@ async def test_greedy_misses_what_the_lm_fixes():
 
 
 async def test_greedy_on_request_gives_the_argmax_text(demo):
-    r = await transcribe(demo, "weather", decoder="greedy")
-    assert r.json()["text"] == greedy_text("weather") != LM_TEXT["weather"]
+    r = await transcribe(demo, MISSED, decoder="greedy")
+    assert r.json()["text"] == greedy_text(MISSED) != LM_TEXT[MISSED]
     assert float(r.headers["x-decode-time"]) >= 0  # greedy's time counts too
     files = {"file": ("hello_world.wav", example("hello_world"), "audio/wav")}
     by_query = await demo.client.post("/v1/transcribe?decoder=greedy", files=files)
@@ -113,23 +122,23 @@ async def test_alpha_and_beta_reach_the_beam_search(demo):
     decoder), not the model's own weights, whose answer is right. (At 0/0 the LM still has a
     say: an out-of-vocabulary word keeps its unk_score_offset, as in pyctcdecode; so this is
     not the LM-free beam search.)"""
-    r = await transcribe(demo, "weather", decoder="beam", alpha=0, beta=0)
+    r = await transcribe(demo, MISSED, decoder="beam", alpha=0, beta=0)
     tokenizer = load_model(str(DEMO), device="cpu", dtype="float32").tokenizer
     decoder = load_decoder(DEMO)
-    zero = beam_decode(logits_of("weather"), tokenizer, decoder, BeamOptions(alpha=0, beta=0))
-    assert r.json()["text"] == zero.text != LM_TEXT["weather"]  # the model's weights fix it
+    zero = beam_decode(logits_of(MISSED), tokenizer, decoder, BeamOptions(alpha=0, beta=0))
+    assert r.json()["text"] == zero.text != LM_TEXT[MISSED]  # the model's weights fix it
 
 
 async def test_hotwords_lift_a_word(demo):
     # A word as greedy heard it, which the LM corrects away, stays when it is a hotword; in
     # the vocabulary's case or not (the search spells upper case).
-    heard = misheard("weather")
-    assert heard not in LM_TEXT["weather"].split()
-    r = await transcribe(demo, "weather", hotwords=heard.lower())
+    heard = misheard(HEARD)
+    assert heard not in SAID[HEARD].split()
+    r = await transcribe(demo, HEARD, hotwords=heard.lower())
     assert heard in r.json()["text"].split()
     # Without the LM, a hotword fixes the word greedy misspells; a hotword not said is ignored.
-    assert "WEATHER" not in greedy_text("weather").split()
-    r = await transcribe(demo, "weather", alpha=0, beta=0, hotwords=["HELLO", "weather"])
+    assert "WEATHER" not in greedy_text(HEARD).split()
+    r = await transcribe(demo, HEARD, alpha=0, beta=0, hotwords=["HELLO", "weather"])
     words = r.json()["text"].split()
     assert "WEATHER" in words and "HELLO" not in words
 
@@ -155,11 +164,11 @@ async def test_openai_prompt_words_become_hotwords(demo):
     assert plain.json()["text"] == LM_TEXT["hello_world"]
     # A long prompt is not refused: its first max_hotwords distinct words are used, so the
     # word as greedy heard it (which the LM alone corrects) comes back.
-    heard = misheard("weather").capitalize()
+    heard = misheard(HEARD).capitalize()
     prompt = f"{heard}, {heard} there! " + " ".join(f"w{i}" for i in range(20))
     data = {"model": "whisper-1", "prompt": prompt}
-    weather = {"file": ("weather.wav", example("weather"), "audio/wav")}
-    prompted = await demo.client.post("/v1/audio/transcriptions", files=weather, data=data)
+    missed = {"file": (f"{HEARD}.wav", example(HEARD), "audio/wav")}
+    prompted = await demo.client.post("/v1/audio/transcriptions", files=missed, data=data)
     assert prompted.status_code == 200
     assert heard.upper() in prompted.json()["text"].split()
     data = {"model": "whisper-1", "decoder": "greedy"}
@@ -171,10 +180,10 @@ async def test_openai_prompt_words_become_hotwords(demo):
 
 
 async def test_beam_decoding_is_batch_invariant(demo):
-    alone = [(await transcribe(demo, n)).json() for n in ("hello_world", "weather")]
-    together = await asyncio.gather(*(transcribe(demo, n) for n in ("hello_world", "weather")))
+    alone = [(await transcribe(demo, n)).json() for n in ("hello_world", MISSED)]
+    together = await asyncio.gather(*(transcribe(demo, n) for n in ("hello_world", MISSED)))
     assert [r.json() for r in together] == alone
-    assert [a["text"] for a in alone] == [LM_TEXT["hello_world"], LM_TEXT["weather"]]
+    assert [a["text"] for a in alone] == [LM_TEXT["hello_world"], LM_TEXT[MISSED]]
 
 
 async def test_decode_time_is_a_metric_by_decoder(demo):

@@ -15,7 +15,7 @@ from service.errors import ServiceError
 from service.routes.stream import StartRequest, close_code, parse_control, parse_start
 from service.schemas import ErrorMessage
 from tests.api.helpers import RATE, settings_for
-from tests.api.test_decoding import EXAMPLES, HAVE_LM, LM_TEXT, greedy_text, misheard
+from tests.api.test_decoding import EXAMPLES, HAVE_LM, HEARD, LM_TEXT, greedy_text, misheard
 from tests.api.test_decoding import settings as demo_settings
 from tests.checkpoints import speech_like
 
@@ -104,8 +104,8 @@ def test_stream_finals_use_the_beam_as_asked():
     with TestClient(create_app(demo_settings())) as client:
         assert stream_text(client, {"decoder": "beam"}) == LM_TEXT["hello_world"]
         assert stream_text(client, {"decoder": "greedy"}) == greedy_text("hello_world")
-        heard = misheard("weather")  # which the LM alone corrects
-        assert heard in stream_text(client, {"hotwords": [heard.lower()]}, "weather").split()
+        heard = misheard(HEARD)  # which the LM alone corrects
+        assert heard in stream_text(client, {"hotwords": [heard.lower()]}, HEARD).split()
         with client.websocket_connect("/v1/stream") as ws:
             ws.send_json({"type": "start", "beam_width": 0})
             assert ws.receive_json()["code"] == "invalid_beam_width"
