@@ -151,7 +151,7 @@ def connected_sequence(rng: np.random.Generator) -> str:
             if chunk_next:
                 chunk = _CHUNKS[int(rng.integers(len(_CHUNKS)))]
                 out += re.sub(
-                    r"\{(\w+)\}", lambda m: _choice(rng, _FUNCTION[m.group(1)]), chunk
+                    r"\{(\w+)\}", lambda m: _choice(rng, _FUNCTION[m.group(1)].split()), chunk
                 ).split()
             else:
                 out += [words[i] for i in rng.choice(len(words), int(rng.integers(1, 3)), p=p)]
@@ -161,8 +161,7 @@ def connected_sequence(rng: np.random.Generator) -> str:
             return text
 
 
-def _choice(rng: np.random.Generator, options: str) -> str:
-    choices = options.split()
+def _choice(rng: np.random.Generator, choices: list[str]) -> str:
     return choices[int(rng.integers(len(choices)))]
 
 
@@ -336,8 +335,7 @@ def _plural(noun: str) -> str:
 def _pick(rng: np.random.Generator, slot: str) -> str:
     if slot == "nouns":
         return _plural(_pick(rng, "noun"))
-    choices = _MULTI.get(slot) or _LEX[slot].split()
-    return choices[int(rng.integers(len(choices)))]
+    return _choice(rng, _MULTI.get(slot) or _LEX[slot].split())
 
 
 def natural_sentence(rng: np.random.Generator, heldout: bool = False) -> str:
