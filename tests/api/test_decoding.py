@@ -24,7 +24,7 @@ from tests.api.helpers import Served, assert_error, serve
 DEMO = MODELS_DIR / DEFAULT_MODEL_NAME
 EXAMPLES = Path(__file__).parents[2] / "examples"
 HAVE_LM = (DEMO / "language_model").is_dir()
-# What was said (training/examples.py); the shipped LM gets both right.
+# What was said (training/examples.py), for the examples the shipped LM gets right.
 LM_TEXT = {
     "hello_world": "HELLO WORLD",
     "quick_brown_fox": "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG",
@@ -167,8 +167,8 @@ async def test_openai_prompt_words_become_hotwords(demo):
     heard = misheard(HEARD).capitalize()
     prompt = f"{heard}, {heard} there! " + " ".join(f"w{i}" for i in range(20))
     data = {"model": "whisper-1", "prompt": prompt}
-    missed = {"file": (f"{HEARD}.wav", example(HEARD), "audio/wav")}
-    prompted = await demo.client.post("/v1/audio/transcriptions", files=missed, data=data)
+    heard_clip = {"file": (f"{HEARD}.wav", example(HEARD), "audio/wav")}
+    prompted = await demo.client.post("/v1/audio/transcriptions", files=heard_clip, data=data)
     assert prompted.status_code == 200
     assert heard.upper() in prompted.json()["text"].split()
     data = {"model": "whisper-1", "decoder": "greedy"}
