@@ -9,7 +9,6 @@ the queue.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -23,9 +22,10 @@ from service.schemas import Options, Prediction, Word
 from service.wav2vec2.loading import LoadedModel
 from service.wav2vec2.resume import Resume
 from service.wav2vec2.tokenizer import CTCTokenizer
+from service.windows import Window, frame_windows, pooled_windows
 
-# Tasks whose output is per frame: long audio is stitched from overlapping windows (as
-# transformers' ASR pipeline does with chunk and stride); the others pool whole windows.
+# Tasks whose output is per frame: long audio is stitched from windows cut at pauses, or
+# overlapping where speech runs on (windows.py); the others pool whole windows.
 FRAME_TASKS = ("transcribe", "frames")
 DEFAULT_OPTIONS = Options()
 
@@ -39,16 +39,6 @@ class Clip:
     samples: np.ndarray
     language: str | None = None
     resume: Resume | None = None  # a stream window's start and its stream's front-end cache
-
-
-@dataclass(frozen=True)
-class Window:
-    """A slice of a clip sent to the model; keep frames [keep_from, keep_to) of its output."""
-
-    start: int  # first sample in the clip
-    end: int
-    keep_from: int = 0
-    keep_to: int | None = None
 
 
 class Engine:
@@ -119,30 +109,11 @@ class Engine:
         n = max(self.min_samples, self.sampling_rate)
         self.run_batch([np.zeros(n, np.float32) + 1e-3, np.zeros(2 * n, np.float32) + 1e-3])
 
-    def plan(self, num_samples: int) -> list[Window]:
+    def plan(self, samples: np.ndarray) -> list[Window]:
         """Cuts a clip into model windows; one window when it fits in chunk_seconds."""
-        if num_samples <= self.chunk:
-            return [Window(0, num_samples)]
-        if self.task not in FRAME_TASKS:
-            n = math.ceil(num_samples / self.chunk)
-            size = math.ceil(num_samples / n / self.step) * self.step
-            return [Window(s, min(s + size, num_samples)) for s in range(0, num_samples, size)]
-        starts = [0]
-        while starts[-1] + self.chunk < num_samples:
-            starts.append(starts[-1] + self.chunk - 2 * self.stride)
-        # Cut between windows k and k+1 in the middle of their overlap, in clip frames.
-        cuts = [s // self.step + self.stride // self.step for s in starts[1:]]
-        keep_from = [0, *cuts]
-        keep_to: list[int | None] = [*cuts, None]
-        return [
-            Window(
-                s,
-                min(s + self.chunk, num_samples),
-                keep_from=keep_from[i] - s // self.step,
-                keep_to=None if keep_to[i] is None else keep_to[i] - s // self.step,  # type: ignore[operator]
-            )
-            for i, s in enumerate(starts)
-        ]
+        if self.task in FRAME_TASKS:
+            return frame_windows(samples, self.chunk, self.stride, self.step, self.sampling_rate)
+        return pooled_windows(len(samples), self.chunk, self.step)
 
     def stitch(self, windows: list[Window], outputs: list[np.ndarray]) -> np.ndarray:
         """Frame-task window outputs -> the clip's (frames, width) output, frame-exactly."""
@@ -200,7 +171,7 @@ class Engine:
         """Clips without a queue (the CLI): each clip's plan and window outputs (in its
         language), windows of similar length sharing forward passes within the batch limits,
         whatever their clips' languages."""
-        plans = [self.plan(len(c)) for c in clips]
+        plans = [self.plan(c) for c in clips]
         jobs = [(i, w) for i, plan in enumerate(plans) for w in plan]
         windows = [clips[i][w.start : w.end] for i, w in jobs]
         window_languages = [languages[i] for i, _ in jobs]

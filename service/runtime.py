@@ -24,7 +24,7 @@ from service.align import wire as align_wire
 from service.audio import Audio, PcmDecoder
 from service.batcher import DEFAULT_PRIORITY, STREAM_PRIORITY, Batcher, Timed
 from service.decoding import BEAM, DecodePool, beam_options, timed
-from service.engine import DEFAULT_OPTIONS, Clip, Engine, Window
+from service.engine import DEFAULT_OPTIONS, Clip, Engine
 from service.errors import BadFieldError, ServiceError, UnavailableError
 from service.language_choice import LanguageChoice, after
 from service.languages import AUTO, unsupported
@@ -35,6 +35,7 @@ from service.streaming import LiveStream, Stream, windowing_for
 from service.wav2vec2.loading import LoadedModel
 from service.wav2vec2.resume import FrontEndCache
 from service.wav2vec2.tokenizer import Decoded
+from service.windows import Window
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ class ServedModel:
         self, samples: np.ndarray, priority: int, language: str | None
     ) -> tuple[list[Window], Timed[list[np.ndarray]]]:
         """One clip's windows through the shared batcher: the plan and the windows' outputs."""
-        plan = self._engine.plan(len(samples))
+        plan = self._engine.plan(samples)
         rate = self.sampling_rate
         work = sum(w.end - w.start for w in plan) / rate
         est = estimate(self._batcher.inflight_cost / rate, work, self.throughput)

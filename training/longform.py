@@ -30,6 +30,8 @@ from training.text import edit_distance
 PAUSE_SECONDS = (0.4, 1.5)
 MIN_SECONDS = 60.0
 EDGE_SECONDS = 0.3  # silence before the first and after the last sentence
+SPLIT = "heldout-natural"  # the card's figure
+DEV_SPLIT = "heldout-voices"  # on which the service's windowing is chosen
 
 
 def speech_only(audio: np.ndarray, meta: dict) -> np.ndarray:
@@ -41,11 +43,11 @@ def speech_only(audio: np.ndarray, meta: dict) -> np.ndarray:
 
 
 def recordings(
-    data_dir: Path, count: int, seed: int = 0
+    data_dir: Path, count: int, seed: int = 0, split: str = "heldout-natural"
 ) -> list[tuple[np.ndarray, list[int], list[float]]]:
     """`count` recordings: (samples, indices of the held-out sentences in it, pause lengths)."""
-    meta = json.loads((data_dir / "heldout-natural.json").read_text())["utterances"]
-    audio = np.load(data_dir / "heldout-natural.npy", mmap_mode="r")
+    meta = json.loads((data_dir / f"{split}.json").read_text())["utterances"]
+    audio = np.load(data_dir / f"{split}.npy", mmap_mode="r")
     rng = np.random.default_rng(seed)
     edge = np.zeros(int(EDGE_SECONDS * SAMPLE_RATE), np.float32)
     out, i = [], 0
@@ -70,7 +72,9 @@ def word_errors(ref: str, hyp: str) -> tuple[int, int]:
     return edit_distance(r, h), len(r)
 
 
-def measure(model_dir: Path, data_dir: Path, count: int, decoder: str = "greedy") -> dict:
+def measure(
+    model_dir: Path, data_dir: Path, count: int, decoder: str = "greedy", split: str = SPLIT
+) -> dict:
     """WER of the long recordings against the same sentences transcribed one by one."""
     served = build_model(Settings(device="cpu", dtype="float32"), "demo", str(model_dir))
     options = Options(decoder=decoder)  # type: ignore[arg-type]
@@ -79,11 +83,11 @@ def measure(model_dir: Path, data_dir: Path, count: int, decoder: str = "greedy"
         audio = Audio(samples, len(samples) / SAMPLE_RATE, SAMPLE_RATE, 1)
         return served.predict_now([audio], options)[0].text or ""
 
-    meta = json.loads((data_dir / "heldout-natural.json").read_text())["utterances"]
-    audio = np.load(data_dir / "heldout-natural.npy", mmap_mode="r")
+    meta = json.loads((data_dir / f"{split}.json").read_text())["utterances"]
+    audio = np.load(data_dir / f"{split}.npy", mmap_mode="r")
     long_edits = alone_edits = words = 0
     seconds, pauses_all, sentences = 0.0, [], 0
-    for samples, used, pauses in recordings(data_dir, count):
+    for samples, used, pauses in recordings(data_dir, count, split=split):
         ref = " ".join(meta[j]["text"] for j in used)
         edits, n = word_errors(ref, transcribe(samples))
         long_edits, words = long_edits + edits, words + n
