@@ -132,6 +132,7 @@ class Engine:
         if self.task in FRAME_TASKS:
             frames = self.stitch(windows, outputs)
             if self.task == "transcribe":
+                frames = self.pauses_between_words(windows, frames, options.language)
                 text, words = self.transcript(frames, options)
                 language = options.language or next(iter(self.languages), None)
                 return Prediction(**base, text=text, words=words, language=language)
@@ -142,6 +143,36 @@ class Engine:
         if self.task == "classify":
             return Prediction(**base, labels=decode.labels(pooled, config.id2label, options.top_k))
         return Prediction(**base, embedding=[float(v) for v in pooled.astype(np.float32)])
+
+    def pauses_between_words(
+        self, windows: list[Window], frames: np.ndarray, language: str | None
+    ) -> np.ndarray:
+        """Stitched logits with the word delimiter, certain, on each frame cut in a pause. The
+        windows either side each heard their speech end in silence, where a model writes no
+        delimiter (it writes one between words): left alone, the word before a pause and the
+        word after it would be decoded as one."""
+        cuts = [c for w in windows if w.pause and (c := w.cut(self.step)) is not None]
+        tokenizer = self.tokenizer(language)
+        delimiter = tokenizer.token_id(tokenizer.word_delimiter_token)
+        blank = tokenizer.token_id(tokenizer.pad_token)
+        if not cuts or delimiter is None:
+            return frames
+        # Only between two spoken tokens, neither of them a delimiter already (a second one
+        # would make a double space).
+        ids = frames.argmax(axis=-1)
+        spoken = np.flatnonzero(ids != blank)
+        cuts = [
+            c
+            for c, k in zip(cuts, np.searchsorted(spoken, cuts))
+            if 0 < k < len(spoken) and delimiter not in (ids[spoken[k - 1]], ids[spoken[k]])
+        ]
+        if not cuts:
+            return frames
+        low, high = float(frames.min()), float(frames.max())
+        frames = frames.copy()
+        frames[cuts] = low - 100.0
+        frames[cuts, delimiter] = high + 100.0
+        return frames
 
     def decoder_for(self, language: str | None) -> Decoder | None:
         """The beam decoder of `language` (a served code; None: the default language's)."""

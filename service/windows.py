@@ -1,16 +1,19 @@
-"""Long clips cut into model windows: in every pause, and with overlap where speech runs on.
+"""Long clips cut into model windows: in pauses, and with overlap where speech runs on.
 
 A frame task's window (transcription, frame labels) keeps only the frames between its two cuts,
 and sees some context either side of them. Cut at fixed places (transformers' ASR pipeline's
 chunk and stride), a window starts and ends in the middle of a sentence, and the model hears
 those broken edges even where the cut is far from the words it keeps: a model trained on whole
 utterances spells worse there. A clip longer than one window is therefore cut in the middle of
-every pause, so each window holds one stretch of speech with the pause's silence either side,
-as an utterance sent alone does, and no word is split. Only where speech runs on for a whole
-window does a cut fall in speech, with `stride` of context on each side. (Chosen on demo-ctc's
-long recordings of unseen voices, greedy: 3.5 WER points worse than the same sentences sent one
-by one with fixed cuts, 3.0 cutting in the last pause each window reaches, 2.6 in every pause;
-see its model card.) A clip that fits in one window is never cut.
+the last pause each window reaches, so windows hold whole stretches of speech with the pause's
+silence either side, as an utterance sent alone does, and no word is split; only where a
+window reaches no pause does a cut fall in speech, with `stride` of context on each side. A
+clip that fits in one window is never cut. A cut in a pause is between words: the engine puts
+the word delimiter there (engine.py, pauses_between_words). Chosen on demo-ctc's long
+recordings of unseen voices, greedy, in WER points over the same sentences sent one by one:
+fixed cuts 3.5, the last pause 0.2, every pause -0.2; the last two are level within noise, and
+the last pause keeps the longest context (what larger models trained on long utterances want)
+in the fewest windows. Its model card has the figures.
 
 Pooled tasks (classification, embeddings) cut the clip into equal parts, pooled by length.
 """
@@ -40,6 +43,11 @@ class Window:
     end: int
     keep_from: int = 0
     keep_to: int | None = None
+    pause: bool = False  # the cut at keep_to is in a pause
+
+    def cut(self, step: int) -> int | None:
+        """The clip frame at which the next window's kept frames start (None: the last)."""
+        return None if self.keep_to is None else self.start // step + self.keep_to
 
 
 def pauses(samples: np.ndarray, step: int, min_frames: int) -> list[tuple[int, int]]:
@@ -66,9 +74,9 @@ def frame_windows(
     samples: np.ndarray, chunk: int, stride: int, step: int, rate: int
 ) -> list[Window]:
     """Windows of at most `chunk` samples whose kept frames cover the clip's frames once, in
-    order: a clip that fits is one window; a longer one is cut in every pause, and where speech
-    runs on for a whole window, with `stride` of context each side. chunk and stride are whole
-    frames of `step` samples, stride under chunk / 2; `rate` samples a second."""
+    order: a clip that fits is one window; a longer one is cut in the last pause each window
+    reaches, and where it reaches none, in speech with `stride` of context each side. chunk and
+    stride are whole frames of `step` samples, stride under chunk / 2; `rate` samples a second."""
     n = len(samples)
     if n <= chunk:
         return [Window(0, n)]
@@ -77,20 +85,22 @@ def frame_windows(
     )
     windows: list[Window] = []
     start = keep = i = 0  # the window's first sample; its first kept frame; the next pause
-    while True:
+    while n - start > chunk:
         first, limit = start // step, (start + chunk) // step  # the window's frames at most
         while i < len(cuts) and (cuts[i][0] < keep or cuts[i][1] <= keep):
             i += 1
-        if i < len(cuts) and cuts[i][1] < limit:  # the next pause after the kept speech
-            _, cut, ctx = cuts[i]
+        last = i  # past the last pause this window reaches
+        while last < len(cuts) and cuts[last][1] < limit:
+            last += 1
+        pause = last > i
+        if pause:
+            _, cut, ctx = cuts[last - 1]
             # The window ends at least the frame past its last kept one (receptive field).
             end, after = min(cut + ctx, limit) * step, (cut - ctx) * step
-        elif n - start <= chunk:
-            break
         else:  # speech for a whole window
             cut = limit - stride // step
             end, after = start + chunk, cut * step - stride
-        windows.append(Window(start, end, keep - first, cut - first))
+        windows.append(Window(start, end, keep - first, cut - first, pause))
         start, keep = after, cut
     windows.append(Window(start, n, keep - start // step, None))
     return windows

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from service.engine import Engine
+from service.schemas import Options
 from service.wav2vec2.loading import load_model
+from service.windows import Window
 from tests.checkpoints import speech_like
 
 
@@ -83,3 +85,35 @@ def test_frame_predictions_stitch_to_the_full_length(engines):
     assert len(frames) == engine.loaded.config.num_frames(len(samples))
     prediction = engine.finish(windows, outputs, 9.3)
     assert all(0 <= s.start < s.end <= 9.3 + 1e-6 for s in prediction.segments or [])
+
+
+def test_a_cut_in_a_pause_is_a_word_boundary(engines):
+    """Each side of a pause cut ends its speech in silence with no delimiter: the stitched
+    frames get one at the cut, unless a delimiter already stands next to it."""
+    engine = engines["transcribe"]
+    tokenizer = engine.tokenizer()
+    vocab = {t: i for i, t in tokenizer.id_to_token.items()}
+    blank = vocab[tokenizer.pad_token]
+    letters = [t for t in vocab if len(t) == 1 and t.isalpha()][:2]
+
+    def frames(tokens: list[str | None]) -> np.ndarray:
+        ids = [blank if t is None else vocab[t] for t in tokens]
+        out = np.zeros((len(ids), len(vocab)), np.float32)
+        out[np.arange(len(ids)), ids] = 5.0
+        return out
+
+    a, b = letters
+    said = [a, None, None, None, None, b]  # a pause between a and b, cut at frame 3
+    windows = [Window(0, 3 * engine.step, 0, 3, pause=True), Window(0, 6 * engine.step, 3)]
+    text, _ = engine.transcript(engine.pauses_between_words(windows, frames(said), None), Options())
+    assert text == f"{a} {b}"
+    fixed = [Window(0, 3 * engine.step, 0, 3), Window(0, 6 * engine.step, 3)]  # not a pause
+    text, _ = engine.transcript(engine.pauses_between_words(fixed, frames(said), None), Options())
+    assert text == f"{a}{b}"
+    written = [a, "|", None, None, None, b]  # the model wrote one: no second
+    text, _ = engine.transcript(
+        engine.pauses_between_words(windows, frames(written), None), Options()
+    )
+    assert text == f"{a} {b}"
+    alone = [None, None, None, None, None, b]  # nothing before the pause: nothing to divide
+    assert engine.pauses_between_words(windows, frames(alone), None).argmax(-1)[3] == blank

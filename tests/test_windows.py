@@ -84,7 +84,7 @@ def test_silence_and_steady_noise_are_one_pause_each():
 
 
 @pytest.mark.parametrize("snr_db", [None, 20.0])
-def test_a_long_clip_is_cut_in_every_pause(snr_db):
+def test_a_long_clip_is_cut_in_the_last_pause_each_window_reaches(snr_db):
     x, spans = sentences(30, seed=2, snr_db=snr_db)
     windows = frame_windows(x, CHUNK, STRIDE, STEP, RATE)
     np.testing.assert_array_equal(kept(windows), np.arange(num_frames(len(x))))
@@ -99,13 +99,12 @@ def test_a_long_clip_is_cut_in_every_pause(snr_db):
         assert in_pause(w.start) and in_pause(w.end)
         if w.keep_to is not None:
             assert in_pause((first + w.keep_to) * STEP)
-    # Cut in every pause: each window keeps exactly one sentence.
-    sentence_spans = [(e, s) for (_, e), (s, _) in zip(spans, spans[1:])]
-    assert len(windows) == len(sentence_spans)
-    for w, (s, e) in zip(windows, sentence_spans):
-        first = w.start // STEP
-        keep_to = num_frames(w.end - w.start) if w.keep_to is None else w.keep_to
-        assert (first + w.keep_from) * STEP < s and e < (first + keep_to) * STEP
+    # The last pause each window reaches: none could have reached the middle of the next one.
+    assert all(w.pause for w in windows[:-1])
+    for w in windows[:-1]:
+        cut = w.cut(STEP) * STEP  # type: ignore[operator]
+        later = [(s + e) // 2 for s, e in spans if s > cut]
+        assert later and later[0] + STEP - w.start > CHUNK - STEP
 
 
 def test_speech_without_pauses_is_cut_with_stride_context_on_each_side():
@@ -114,7 +113,7 @@ def test_speech_without_pauses_is_cut_with_stride_context_on_each_side():
     starts = list(range(0, len(x) - CHUNK, CHUNK - 2 * STRIDE))
     assert [w.start for w in windows] == [*starts, starts[-1] + CHUNK - 2 * STRIDE]
     assert all(w.keep_from == STRIDE // STEP for w in windows[1:])
-    assert all(w.keep_to == (CHUNK - STRIDE) // STEP for w in windows[:-1])
+    assert all(w.keep_to == (CHUNK - STRIDE) // STEP and not w.pause for w in windows[:-1])
     np.testing.assert_array_equal(kept(windows), np.arange(num_frames(len(x))))
 
 
@@ -140,6 +139,6 @@ def test_a_clip_that_fits_is_one_window_and_long_edge_silence_is_cut_off_speech(
     # 4 s of silence either side: no window reaches the pause, yet no cut falls in speech.
     x = talk([("pause", 4.0), ("speech", 3.0), ("pause", 0.6), ("speech", 2.0), ("pause", 4.0)])
     windows = frame_windows(x, CHUNK, STRIDE, STEP, RATE)
-    cuts = [(w.start // STEP + w.keep_to) * STEP / RATE for w in windows if w.keep_to is not None]
+    cuts = [w.cut(STEP) * STEP / RATE for w in windows[:-1]]  # type: ignore[operator]
     assert len(cuts) == 3 and cuts[0] < 4.0 and 7.0 < cuts[1] < 7.6 and cuts[2] > 9.6
     np.testing.assert_array_equal(kept(windows), np.arange(num_frames(len(x))))

@@ -238,12 +238,17 @@ def model_card(h: dict[str, Any]) -> str:
         lines += ["", "## Long recordings with pauses", ""]
         for decoder, lf in h["longform"].items():
             chunk, stride = lf.get("windows_s", (30, 5))  # the service's default windows
+            path = (
+                f"{chunk:g} s windows cut in pauses, {stride:g} s of context each side where "
+                "speech runs on"
+                if lf.get("cuts") == "pauses"
+                else f"{chunk:g} s windows, {stride:g} s of context kept each side"
+            )
             lines.append(
                 f"- {decoder}: {lf['recordings']} recordings of held-out natural sentences joined "
                 f"by {lf['pauses_s'][0]:.1f}-{lf['pauses_s'][1]:.1f} s pauses "
                 f"({lf['sentences']} sentences, {lf['seconds']:.0f} s in all, each >= 60 s), "
-                f"transcribed whole through the service's long-audio path ({chunk:g} s windows, "
-                f"{stride:g} s of context kept each side): WER "
+                f"transcribed whole through the service's long-audio path ({path}): WER "
                 f"{_pct(lf['wer_long'])}, against {_pct(lf['wer_alone'])} for the same sentences "
                 "sent one by one."
             )
@@ -259,6 +264,17 @@ def model_card(h: dict[str, Any]) -> str:
             f"Windows tried ({sweep['what']}; window / context each side, WER as long "
             f"recordings): {tried}. config.json (`chunk_seconds`, `stride_seconds`) names "
             f"{sweep['chosen']}; the service uses those windows for this model.",
+        ]
+    if h.get("longform_cuts"):
+        # Why the service cuts long audio in every pause: the cuts tried, on a dev set.
+        sweep = h["longform_cuts"]
+        tried = ", ".join(
+            f"{what} {_pct(long)} vs {_pct(alone)}" for what, long, alone in sweep["wer"]
+        )
+        lines += [
+            "",
+            f"Cuts tried ({sweep['what']}; WER as long recordings vs one by one): {tried}. "
+            f"The service cuts {sweep['chosen']} (`service/windows.py`).",
         ]
     if h.get("decoders"):
         dec = h["decoders"]

@@ -2,12 +2,14 @@
 
     python -m training.longform                 # prints the figures
     python -m training.longform --write         # ... and records them in the model card
+    python -m training.longform --dev           # the unseen voices' sentences: the dev set
 
 Each recording joins consecutive held-out natural sentences (their own lead and tail silence cut
 off, exactly, from the corpus metadata) with 0.4-1.5 s pauses until it lasts at least 60 s, and
-goes through the served model's long-audio path (overlapping windows, frame-exact stitching),
-as a REST upload does. The same sentences sent one by one give the reference figure: the gap
-between the two is what pauses and windowing cost.
+goes through the served model's long-audio path (windows cut in pauses, frame-exact
+stitching: service/windows.py), as a REST upload does. The same sentences sent one by one give the reference figure: the gap
+between the two is what pauses and windowing cost. The unseen voices' sentences (--dev) make
+the same recordings of other sentences and voices: the service's cuts were chosen there.
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ def measure(
         "wer_long": long_edits / words,
         "wer_alone": alone_edits / words,
         "windows_s": list(served.windows),  # the checkpoint's, or the service's defaults
+        "cuts": "pauses",  # service/windows.py: in pauses (before: at fixed places)
     }
 
 
@@ -116,9 +119,17 @@ def main() -> None:
     p.add_argument("--recordings", type=int, default=4)
     p.add_argument("--decoder", choices=("greedy", "beam"), default="greedy")
     p.add_argument("--write", action="store_true", help="record in the model's card")
+    p.add_argument(
+        "--dev",
+        action="store_true",
+        help=f"recordings of {DEV_SPLIT} instead, where the service's cuts were chosen",
+    )
     args = p.parse_args()
+    if args.dev and args.write:
+        p.error("the card records the natural sentences' figure; --dev only prints")
     torch.set_num_threads(2)
-    result = measure(args.model, args.data, args.recordings, args.decoder)
+    split = DEV_SPLIT if args.dev else SPLIT
+    result = measure(args.model, args.data, args.recordings, args.decoder, split)
     print(
         f"{result['recordings']} recordings, {result['sentences']} sentences, "
         f"{result['seconds']:.0f} s: WER {100 * result['wer_long']:.1f}% as long recordings, "

@@ -22,7 +22,12 @@ from pathlib import Path
 from training import export
 
 FROM_CANDIDATE = ("rounds", "parameters", "layers", "recipe", "data", "fp16_check")
-KEPT = ("lexicon", "longform_windows", "errors")  # each names the weights it measured
+KEPT = (
+    "lexicon",
+    "longform_windows",
+    "longform_cuts",
+    "errors",
+)  # each names the weights it measured
 REMEASURE = [
     "python -m training.export --check service/models/demo-ctc",
     "python -m training.longform --recordings 8 --write",

@@ -115,6 +115,11 @@ class CTCTokenizer:
             added_tokens=added,
         )
 
+    def token_id(self, token: str | None) -> int | None:
+        """The id of a token of the vocabulary; None when it has no such token."""
+        ids = {t: i for i, t in self.id_to_token.items()}
+        return None if token is None else ids.get(token)
+
     def decode(self, ids: list[int]) -> Decoded:
         """Greedy CTC ids (one per frame) -> text and word frame spans."""
         tokens = [self.id_to_token.get(int(i), self.unk_token) for i in ids]
