@@ -131,6 +131,24 @@ def loss_text(value: float | None) -> str:
     return "-" if value is None or value != value else f"{value:.3f}"
 
 
+def _sweep(key: str, sweep: dict) -> str:
+    """A card line for the window shapes (longform_windows) or the cuts (longform_cuts) tried."""
+    if key == "longform_windows":
+        title, measure = "Windows tried", "window / context each side, WER as long recordings"
+        tried = [
+            f"{chunk:g} s / {stride:g} s {_pct(wer)}" for chunk, stride, wer in sweep["wer_long"]
+        ]
+        chosen = (
+            f"config.json (`chunk_seconds`, `stride_seconds`) names {sweep['chosen']}; the "
+            "service uses those windows for this model."
+        )
+    else:
+        title, measure = "Cuts tried", "WER as long recordings vs one by one"
+        tried = [f"{what} {_pct(long)} vs {_pct(alone)}" for what, long, alone in sweep["wer"]]
+        chosen = f"The service cuts {sweep['chosen']} (`service/windows.py`)."
+    return f"{title} ({sweep['what']}; {measure}): {', '.join(tried)}. {chosen}"
+
+
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
@@ -253,29 +271,10 @@ def model_card(h: dict[str, Any]) -> str:
                 "sent one by one."
             )
         lines += ["", "Command: `python -m training.longform --write [--decoder beam]`."]
-    if h.get("longform_windows"):
-        # Why config.json names the windows it does: the shapes tried, same recordings.
-        sweep = h["longform_windows"]
-        tried = ", ".join(
-            f"{chunk:g} s / {stride:g} s {_pct(wer)}" for chunk, stride, wer in sweep["wer_long"]
-        )
-        lines += [
-            "",
-            f"Windows tried ({sweep['what']}; window / context each side, WER as long "
-            f"recordings): {tried}. config.json (`chunk_seconds`, `stride_seconds`) names "
-            f"{sweep['chosen']}; the service uses those windows for this model.",
-        ]
-    if h.get("longform_cuts"):
-        # Why the service cuts long audio in every pause: the cuts tried, on a dev set.
-        sweep = h["longform_cuts"]
-        tried = ", ".join(
-            f"{what} {_pct(long)} vs {_pct(alone)}" for what, long, alone in sweep["wer"]
-        )
-        lines += [
-            "",
-            f"Cuts tried ({sweep['what']}; WER as long recordings vs one by one): {tried}. "
-            f"The service cuts {sweep['chosen']} (`service/windows.py`).",
-        ]
+    # Why the service cuts long audio for this model as it does: what was tried, and where.
+    for key in ("longform_windows", "longform_cuts"):
+        if h.get(key):
+            lines += ["", _sweep(key, h[key])]
     if h.get("decoders"):
         dec = h["decoders"]
         lines += [
