@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     decode_queue_timeout: float = Field(10.0, gt=0)
     decode_memory_mb: int = Field(1024, ge=64)
 
-    # Long audio: windows of chunk_seconds with stride_seconds of context on each side
+    # Long audio: windows of at most chunk_seconds, cut in pauses, or where speech runs on
+    # with stride_seconds of context on each side (windows.py)
     chunk_seconds: float = Field(30.0, gt=0)
     stride_seconds: float = Field(5.0, ge=0)
 
