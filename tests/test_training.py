@@ -328,6 +328,42 @@ def test_shards_written_during_a_round_join_it(tmp_path):
     assert covered == set(range(2 * before))
 
 
+@pytest.mark.parametrize("last_scores_better", [True, False])
+def test_a_round_exports_the_better_of_its_best_checkpoint_and_last_weights_on_the_whole_sets(
+    tmp_path, last_scores_better
+):
+    """The curve's subsets chose the start; the whole held-out sets decide between it and the
+    round's last weights, and RUN/last carries the last weights' own scores."""
+    corpus, run = tiny_corpus(tmp_path / "data"), tmp_path / "run"
+    args = train.parse_args(
+        ["--from-scratch", "--data", str(corpus), "--run", str(run), "--final-eval-n", "2"]
+        + ["--dtype", "float32", "--threads", "1", "--batch-seconds", "3"]
+    )
+    model, history, init = train.initial_model(args)
+    r = train.Round(args, None, model, history, init)
+    start = {k: v.clone() for k, v in r.averaged.state_dict().items()}
+    with torch.no_grad():
+        for p in r.averaged.parameters():
+            p.add_(0.01)  # what training changed
+    r.step, r.best = 7, {"cer": 0.0, "state": start, "eval": None, "step": 0}
+    probe = next(iter(start))
+
+    def score(state):
+        is_last = not torch.equal(state[probe], start[probe])
+        cer = 0.1 if is_last == last_scores_better else 0.2
+        return {k: {"cer": cer, "wer": 0.5, "n": 2} for k in data.HELDOUT_SETS}, ["A"] * 6
+
+    r.score = score
+    r.finish()
+    exported, last = (load_file(str(run / d / "model.safetensors")) for d in ("export", "last"))
+    assert all(torch.equal(exported[k], last[k]) for k in last) == last_scores_better
+    (entry,) = json.loads((run / "training.json").read_text())["rounds"]
+    assert entry["status"] == "finished" and entry["eval"]["natural"]["cer"] == 0.1
+    (last_entry,) = json.loads((run / "last" / "training.json").read_text())["rounds"]
+    assert last_entry["status"] == "finished"
+    assert last_entry["eval"]["natural"]["cer"] == (0.1 if last_scores_better else 0.2)
+
+
 def test_exported_config_holds_only_what_transformers_wav2vec2_config_has():
     """Our config class also carries the other architectures' fields (rotary base, buckets):
     a Wav2Vec2 checkpoint's config.json must not name them."""
