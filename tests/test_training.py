@@ -362,6 +362,9 @@ def test_a_round_exports_the_better_of_its_best_checkpoint_and_last_weights_on_t
     (last_entry,) = json.loads((run / "last" / "training.json").read_text())["rounds"]
     assert last_entry["status"] == "finished"
     assert last_entry["eval"]["natural"]["cer"] == (0.1 if last_scores_better else 0.2)
+    card = (run / "export" / "README.md").read_text()
+    assert "The weights the round chose, on the whole held-out sets (2 utterances each)" in card
+    assert "natural 10.0% / 50.0%" in card
 
 
 def test_exported_config_holds_only_what_transformers_wav2vec2_config_has():

@@ -380,6 +380,18 @@ def model_card(h: dict[str, Any]) -> str:
                 + " | ".join(_pct(e.get(s, {}).get("wer")) for s in HELDOUT_NAMES)
                 + " |"
             )
+        final = r.get("eval") or {}
+        if final:  # train.py's finish: the exported weights on the whole sets
+            n = max(e.get("n", 0) for e in final.values())
+            lines += [
+                "",
+                f"The weights the round chose, on the whole held-out sets ({n} utterances each), "
+                "CER / WER: "
+                + ", ".join(
+                    f"{s} {_pct(e.get('cer'))} / {_pct(e.get('wer'))}" for s, e in final.items()
+                )
+                + ".",
+            ]
     return "\n".join(lines) + "\n"
 
 
