@@ -18,7 +18,7 @@ from training.text import edit_distance
 DEMO = Path(service.__file__).parent / "models" / "demo-ctc"
 EXAMPLES = Path(__file__).parents[1] / "examples"
 SAID = {stem: text.upper() for stem, (text, *_) in examples.EXAMPLES.items()}
-# Greedy misspells a word of these examples (round 14: BARK AFTER, LASY DOG; it says HELLO
+# Greedy misspells a word of these examples (round 16: BARK AFTER, LASY DOG; it says HELLO
 # WORLD right since round 10); the LM puts both right. Not weather: greedy's WETHER (since
 # round 12) becomes WHETHER, a real word the 3-gram LM prefers there (no worse, still one error).
 FIXED_BY_THE_LM = ("call_me_back", "quick_brown_fox")

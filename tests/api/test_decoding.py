@@ -29,7 +29,7 @@ LM_TEXT = {
     "hello_world": "HELLO WORLD",
     "quick_brown_fox": "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG",
 }
-# The example greedy misspells and the LM fixes (round 14: LASY DOG; HELLO WORLD is right since
+# The example greedy misspells and the LM fixes (round 16: LASY DOG; HELLO WORLD is right since
 # round 10). Not weather.wav since round 12: greedy says WETHER and the LM makes it WHETHER.
 MISSED = "quick_brown_fox"
 # The hotword tests' example: greedy's WETHER is a word of its own there, where round 12's
