@@ -357,6 +357,7 @@ def test_a_round_exports_the_better_of_its_best_checkpoint_and_last_weights_on_t
     r.finish()
     exported, last = (load_file(str(run / d / "model.safetensors")) for d in ("export", "last"))
     assert all(torch.equal(exported[k], last[k]) for k in last) == last_scores_better
+    assert r.best["step"] == (7 if last_scores_better else 0)
     (entry,) = json.loads((run / "training.json").read_text())["rounds"]
     assert entry["status"] == "finished" and entry["eval"]["natural"]["cer"] == 0.1
     (last_entry,) = json.loads((run / "last" / "training.json").read_text())["rounds"]

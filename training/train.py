@@ -377,8 +377,10 @@ class Round:
             scored["best"] = self.score(self.best["state"])
         chosen = min(scored, key=lambda k: mean_cer(scored[k][0]))
         full, hyps32 = scored[chosen]
-        state = last if chosen == "last" else self.best["state"]
-        self.best = {"cer": mean_cer(full), "state": state, "eval": full, "step": self.step}
+        state, step = (
+            (last, self.step) if chosen == "last" else (self.best["state"], self.best["step"])
+        )
+        self.best = {"cer": mean_cer(full), "state": state, "eval": full, "step": step}
         fp16 = copy.deepcopy(self.model)
         fp16.load_state_dict({k: v.half().float() for k, v in state.items()})
         hyps16: list[str] = []
